@@ -1,0 +1,1 @@
+"""The ``cortex`` command line: thin typer commands over the library."""

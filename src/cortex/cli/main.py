@@ -1,0 +1,85 @@
+"""Entry point of the ``cortex`` command.
+
+Each area of cortex contributes one module under ``cortex/cli/`` exposing ``register(app)``; the
+list below is the whole command surface. Modules import heavy libraries inside their commands so
+``cortex --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from cortex._version import __version__
+from cortex.errors import CortexError
+
+# area modules, each with ``register(app: typer.Typer) -> None``
+COMMAND_MODULES: list[str] = [
+]
+
+err_console = Console(stderr=True, highlight=False)
+
+app = typer.Typer(
+    name="cortex",
+    help="Build, train, steer and route with models on HuggingFace backbones, kept in a local registry.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cortex {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    home: str = typer.Option(
+        None, "--home", help="Registry home folder (default: $CORTEX_HOME or ~/.cortex).", envvar="CORTEX_HOME"
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """cortex command line."""
+    if home:
+        os.environ["CORTEX_HOME"] = os.path.abspath(os.path.expanduser(home))
+
+
+for _module in COMMAND_MODULES:
+    importlib.import_module(_module).register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; a :class:`CortexError` prints one line and exits non-zero, without a traceback."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except CortexError as e:
+        err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted[/]: nothing partial was kept.")
+        return 130
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
+        err_console.print("aborted")
+        return 1
+    except Exception as e:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            return e.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
