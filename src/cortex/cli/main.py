@@ -19,6 +19,7 @@ from cortex.errors import CortexError
 
 # area modules, each with ``register(app: typer.Typer) -> None``
 COMMAND_MODULES: list[str] = [
+    "cortex.cli.models",
 ]
 
 err_console = Console(stderr=True, highlight=False)
@@ -50,6 +51,13 @@ def _root(
     """cortex command line."""
     if home:
         os.environ["CORTEX_HOME"] = os.path.abspath(os.path.expanduser(home))
+    # the CLI shows its own progress; silence library bars and never reach for the network implicitly
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 for _module in COMMAND_MODULES:

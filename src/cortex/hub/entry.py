@@ -33,6 +33,7 @@ class RegistryEntry:
     license_accepted: bool = False
     size_bytes: int = 0
     files: dict[str, str] = field(default_factory=dict)
+    file_stats: dict[str, list[int]] = field(default_factory=dict)  # rel path -> [size, mtime_ns]
     tags: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 

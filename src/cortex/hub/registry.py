@@ -55,15 +55,24 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _entry_files(folder: Path) -> Iterator[tuple[str, Path]]:
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and not (p.parent == folder and p.name == METADATA_FILE):
+            yield p.relative_to(folder).as_posix(), p
+
+
+def file_stats(folder: Path) -> dict[str, list[int]]:
+    """``[size, mtime_ns]`` of every entry file: the cheap check done before rehashing."""
+    return {rel: [p.stat().st_size, p.stat().st_mtime_ns] for rel, p in _entry_files(folder)}
+
+
 def hash_folder(folder: Path) -> tuple[dict[str, str], int]:
-    """sha256 of every file under ``folder`` (except ``metadata.json``) and their total size."""
+    """sha256 of every file under ``folder`` (except its ``metadata.json``) and their total size."""
     files: dict[str, str] = {}
     total = 0
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.name != METADATA_FILE:
-            rel = p.relative_to(folder).as_posix()
-            files[rel] = sha256_file(p)
-            total += p.stat().st_size
+    for rel, p in _entry_files(folder):
+        files[rel] = sha256_file(p)
+        total += p.stat().st_size
     return files, total
 
 
@@ -276,7 +285,7 @@ class Registry:
                     os.replace(self.root / name, old_folder)
             entry = RegistryEntry(
                 name=name, kind=kind, source=source, created_at=now_iso(),
-                files=files, size_bytes=size, **fields,
+                files=files, file_stats=file_stats(folder), size_bytes=size, **fields,
             )
             atomic_write_text(folder / METADATA_FILE, json.dumps(entry.to_dict(), indent=1))
             os.replace(folder, self.root / name)
@@ -293,7 +302,7 @@ class Registry:
             current = self.get(name)
             raw = current.to_dict()
             for k, v in fields.items():
-                if k not in raw or k in ("name", "files", "size_bytes"):
+                if k not in raw or k in ("name", "files", "file_stats", "size_bytes"):
                     raise InvalidNameError(f"Cannot update field {k!r} of a registry entry.")
                 raw[k] = v
             entry = RegistryEntry.from_dict(raw)
@@ -351,27 +360,38 @@ class Registry:
             (tmp / METADATA_FILE).unlink(missing_ok=True)
             fields = {
                 k: v for k, v in entry.to_dict().items()
-                if k not in ("name", "kind", "source", "created_at", "files", "size_bytes")
+                if k not in ("name", "kind", "source", "created_at", "files", "file_stats", "size_bytes")
             }
             fields["extra"] = {**entry.extra, "copied_from": entry.name}
             return self.register(
                 tmp, name=dst, kind=entry.kind, source=entry.source, on_conflict="error", **fields
             )
 
-    def verify(self, name: str) -> dict[str, list[str]]:
-        """Recompute checksums of one entry: ``{"changed": [...], "missing": [...], "extra": [...]}``."""
+    def verify(self, name: str, fast: bool = False) -> dict[str, list[str]]:
+        """Recompute checksums of one entry: ``{"changed": [...], "missing": [...], "extra": [...]}``.
+
+        ``fast`` rehashes only files whose size or mtime differ from registration time (what
+        loading does); the default rehashes everything (what ``cortex models verify`` does).
+        """
         entry = self.get(name)
         folder = self.path(entry.name)
-        actual, _ = hash_folder(folder)
+        if fast and entry.file_stats:
+            stats = file_stats(folder)
+            actual = {
+                rel: (entry.files.get(rel, "") if stats[rel] == entry.file_stats.get(rel) else sha256_file(folder / rel))
+                for rel in stats
+            }
+        else:
+            actual, _ = hash_folder(folder)
         return {
             "changed": sorted(f for f, h in entry.files.items() if f in actual and actual[f] != h),
             "missing": sorted(f for f in entry.files if f not in actual),
             "extra": sorted(f for f in actual if f not in entry.files),
         }
 
-    def check(self, name: str) -> None:
+    def check(self, name: str, fast: bool = True) -> None:
         """Raise :class:`ChecksumError` if any file of ``name`` changed or went missing."""
-        report = self.verify(name)
+        report = self.verify(name, fast=fast)
         bad = report["changed"] + report["missing"]
         if bad:
             raise ChecksumError(

@@ -1,0 +1,63 @@
+"""Load a registry entry (or a local folder) as a model, its tokenizer and its family adapter."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cortex.hub.entry import RegistryEntry
+from cortex.hub.families import FamilyAdapter, family_for_folder, get_family
+from cortex.hub.registry import Registry
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to use: ``model`` in eval mode, its ``tokenizer``, ``family`` adapter, ``path``,
+    and the registry ``entry`` (``None`` for a plain folder)."""
+
+    model: nn.Module
+    tokenizer: Any
+    family: FamilyAdapter
+    path: Path
+    entry: RegistryEntry | None = None
+
+    def layers(self) -> list[nn.Module]:
+        """The blocks hooks attach to (decoder or encoder layers), in depth order."""
+        return self.family.layers(self.model)
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    *,
+    registry: Registry | None = None,
+    dtype: torch.dtype | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    verify: bool = True,
+) -> LoadedModel:
+    """Load a registry name or a local HF folder.
+
+    Registry entries are checked against their recorded sha256 first (files whose size and mtime are
+    unchanged are trusted; others are rehashed), so a tampered weights file raises
+    :class:`~cortex.errors.ChecksumError` instead of loading.
+    """
+    folder = Path(name_or_path)
+    entry = None
+    if not folder.is_dir():
+        reg = registry or Registry()
+        entry = reg.get(str(name_or_path))
+        folder = reg.path(entry.name)
+        if verify:
+            reg.check(entry.name, fast=True)
+    family = get_family(entry.family) if entry is not None and entry.family else family_for_folder(
+        folder, trust_remote_code
+    )
+    model, tokenizer = family.load(
+        folder, dtype=dtype, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code
+    )
+    return LoadedModel(model=model, tokenizer=tokenizer, family=family, path=folder, entry=entry)

@@ -1,0 +1,263 @@
+"""Causal-LM fine-tuning of a registry model (full or LoRA), resumable, registered with its lineage.
+
+Text is tokenized once, concatenated and cut into blocks of ``block_size`` tokens (the usual causal-LM
+packing). Checkpoints (model, optimizer, step, RNG) go to ``$CORTEX_HOME/runs/finetune/<run-key>/``
+every ``save_every`` steps; the run key hashes the base model, the data file and the settings, so
+running the same command again after a kill resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cortex.errors import ConfigError, DataError
+from cortex.hub.entry import RegistryEntry
+from cortex.hub.paths import validate_name
+from cortex.hub.registry import Registry, atomic_write_text
+
+
+@dataclass
+class FinetuneSettings:
+    """Run settings of a fine-tune (saved in the new entry's metadata)."""
+
+    max_steps: int = 100
+    lr: float = 5e-4
+    batch_size: int = 8
+    block_size: int = 128
+    lora: bool = False
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    save_every: int = 50
+    seed: int = 0
+    text_field: str = "text"
+
+    def __post_init__(self) -> None:
+        for f in ("max_steps", "batch_size", "block_size", "save_every", "lora_rank"):
+            if getattr(self, f) < 1:
+                raise ConfigError(f"{f}={getattr(self, f)} must be at least 1.")
+        if not self.lr > 0:
+            raise ConfigError(f"lr={self.lr} must be positive.")
+
+
+def read_texts(data: str | os.PathLike, text_field: str = "text") -> list[str]:
+    """Texts from a ``.txt`` file (whole file), a ``.jsonl`` file (``text_field`` of each line) or a
+    local HF dataset folder (``save_to_disk`` output or data files; column ``text_field``)."""
+    path = Path(data)
+    if not path.exists():
+        raise DataError(f"Data {str(data)!r} does not exist. Pass a .txt, .jsonl or a local dataset folder.")
+    if path.is_dir():
+        import datasets
+
+        try:
+            ds = datasets.load_from_disk(str(path))
+        except FileNotFoundError:
+            ds = datasets.load_dataset(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+        if text_field not in ds.column_names:
+            raise DataError(
+                f"Dataset {str(data)!r} has no column {text_field!r} (columns: {', '.join(ds.column_names)}). "
+                "Pick one with --text-field."
+            )
+        texts = [t for t in ds[text_field] if isinstance(t, str)]
+    elif path.suffix == ".jsonl":
+        texts = []
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{i} is not valid JSON ({e.msg}). Fix or remove that line.") from e
+            if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
+                raise DataError(f"{path}:{i} has no string field {text_field!r}. Pick one with --text-field.")
+            texts.append(row[text_field])
+    elif path.suffix in (".txt", ".md", ".py", ".text"):
+        texts = [path.read_text(encoding="utf-8", errors="replace")]
+    else:
+        raise DataError(f"Unsupported data file {path.name!r}: use .txt, .jsonl or a local dataset folder.")
+    if not any(t.strip() for t in texts):
+        raise DataError(f"Data {str(data)!r} holds no text.")
+    return texts
+
+
+def pack_blocks(texts: list[str], tokenizer: Any, block_size: int) -> torch.Tensor:
+    """Token ids of all texts, joined by EOS, cut into ``(N, block_size + 1)`` blocks (inputs + shifted targets)."""
+    eos = tokenizer.eos_token_id
+    ids: list[int] = []
+    for t in texts:
+        ids.extend(tokenizer(t, add_special_tokens=False)["input_ids"])
+        if eos is not None:
+            ids.append(eos)
+    n = (len(ids) - 1) // block_size
+    if n < 1:
+        # short data: one block of whatever there is, so tiny files still train
+        if len(ids) < 2:
+            raise DataError("The data tokenizes to fewer than 2 tokens; give it more text.")
+        return torch.tensor(ids, dtype=torch.long).unsqueeze(0)
+    return torch.tensor(ids[: n * block_size + 1], dtype=torch.long).unfold(0, block_size + 1, block_size)
+
+
+def run_key(base: str, data: str | os.PathLike, settings: FinetuneSettings, name: str | None) -> str:
+    h = hashlib.sha256()
+    p = Path(data)
+    h.update(base.encode())
+    h.update(str(p.resolve()).encode())
+    if p.is_file():
+        h.update(str(p.stat().st_size).encode())
+        h.update(str(p.stat().st_mtime_ns).encode())
+    h.update(json.dumps(asdict(settings), sort_keys=True).encode())
+    h.update(str(name).encode())
+    return h.hexdigest()[:16]
+
+
+def _lr_at(step: int, s: FinetuneSettings) -> float:
+    if s.warmup_steps and step < s.warmup_steps:
+        return s.lr * (step + 1) / s.warmup_steps
+    progress = (step - s.warmup_steps) / max(1, s.max_steps - s.warmup_steps)
+    return s.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _apply_lora(model: nn.Module, s: FinetuneSettings) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=s.lora_rank, lora_alpha=s.lora_alpha, target_modules="all-linear", lora_dropout=0.0)
+    return get_peft_model(model, cfg)
+
+
+def _save_checkpoint(folder: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, losses: list[float]) -> None:
+    from safetensors.torch import save_file
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp / "model.safetensors"))
+    # optimizer state is plain tensors and numbers; weights_only=True loads it back without pickle code
+    torch.save(opt.state_dict(), tmp / "optimizer.pt")
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    torch.save(rng, tmp / "rng.pt")
+    atomic_write_text(tmp / "state.json", json.dumps({"step": step, "losses": losses}))
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(folder: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list[float]]:
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    opt.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    rng = torch.load(folder / "rng.pt", weights_only=False)  # our own file: RNG state holds a Python tuple
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    state = json.loads((folder / "state.json").read_text())
+    return state["step"], state["losses"]
+
+
+def finetune(
+    base: str,
+    data: str | os.PathLike,
+    *,
+    name: str | None = None,
+    settings: FinetuneSettings | None = None,
+    registry: Registry | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> RegistryEntry:
+    """Fine-tune registry model ``base`` on ``data`` and register the result.
+
+    Returns the new entry, named ``name`` or ``{base}-finetuned-{YYYYmmdd-HHMMSS}``, with
+    ``fine_tuned_from=base`` and the settings and final loss in ``extra``; ``on_step(step, loss)``
+    is called after every optimizer step (the CLI's progress bar).
+    """
+    from cortex.hub.loading import load_model
+
+    s = settings or FinetuneSettings()
+    reg = registry or Registry()
+    if name is not None:
+        validate_name(name)
+    base_entry = reg.get(base)
+    texts = read_texts(data, s.text_field)
+    loaded = load_model(base_entry.name, registry=reg)
+    model, tok = loaded.model, loaded.tokenizer
+    if loaded.family.task != "causal_lm":
+        raise ConfigError(
+            f"{base!r} is a {loaded.family.name} ({loaded.family.task}) model; fine-tuning here trains causal LMs. "
+            "Pick a causal LM entry (cortex models list)."
+        )
+    max_len = getattr(model.config, "max_position_embeddings", None) or 10**9
+    block = min(s.block_size, max_len - 1)
+    blocks = pack_blocks(texts, tok, block)
+
+    torch.manual_seed(s.seed)
+    random.seed(s.seed)
+    if s.lora:
+        model = _apply_lora(model, s)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+
+    key = run_key(base_entry.name, data, s, name)
+    run_dir = reg.home / "runs" / "finetune" / key
+    ckpt = run_dir / "checkpoint"
+    step, losses = 0, []
+    if ckpt.exists():
+        step, losses = _load_checkpoint(ckpt, model, opt)
+    resumed_from = step
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    gen = torch.Generator().manual_seed(s.seed)
+    order = torch.randperm(len(blocks), generator=gen)
+    while step < s.max_steps:
+        # the batch depends only on the step, so a resumed run sees the same data
+        idx = torch.arange(step * s.batch_size, (step + 1) * s.batch_size) % len(blocks)
+        batch = blocks[order[idx]]
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, s)
+        logits = model(input_ids=batch[:, :-1]).logits  # (B, T, V)
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), batch[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        losses.append(loss.item())
+        if on_step is not None:
+            on_step(step, losses[-1])
+        if step % s.save_every == 0 and step < s.max_steps:
+            _save_checkpoint(ckpt, model, opt, step, losses)
+
+    if s.lora:
+        model = model.merge_and_unload()
+    model.eval()
+    final_loss = float(sum(losses[-10:]) / len(losses[-10:]))
+    new_name = name or f"{base_entry.name}-finetuned-{datetime.now():%Y%m%d-%H%M%S}"
+    with reg.stage() as tmp:
+        loaded.family.save(model, tok, tmp)
+        entry = reg.register(
+            tmp, name=new_name, kind="model", source="custom", on_conflict="version",
+            model_id=base_entry.model_id, family=base_entry.family, fine_tuned_from=base_entry.name,
+            license=base_entry.license, license_accepted=base_entry.license_accepted,
+            extra={"finetune": {**asdict(s), "data": str(Path(data).resolve()), "steps": step,
+                                "final_loss": final_loss, "first_loss": losses[0] if losses else None,
+                                "resumed_from_step": resumed_from}},
+        )
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return entry
