@@ -162,7 +162,7 @@ def _fetch_hub(source: Source, dest: Path, allow_pickle: bool) -> tuple[str, str
     return info.sha, (license_id.lower() if license_id else None)
 
 
-def _copy_local(folder: Path, dest: Path, allow_pickle: bool) -> None:
+def _copy_local(folder: Path, dest: Path, allow_pickle: bool, registry_root: Path) -> None:
     if not (folder / "config.json").is_file():
         raise SourceError(
             f"{folder} is not a model folder: it has no config.json. Point at the folder written by "
@@ -176,8 +176,12 @@ def _copy_local(folder: Path, dest: Path, allow_pickle: bool) -> None:
             "when loaded. Re-run with --allow-pickle to convert them to safetensors."
         )
 
+    registry_root = registry_root.resolve()
+
     def ignore(dirpath: str, names: list[str]) -> set[str]:
         skip = {n for n in names if n in (".git", ".cache", "__pycache__", "metadata.json")}
+        # never copy the registry into itself when the source folder contains $CORTEX_HOME
+        skip |= {n for n in names if (Path(dirpath) / n).resolve() == registry_root}
         if has_safe:
             skip |= {n for n in names if n.endswith(PICKLE_SUFFIXES)}
         return skip
@@ -224,7 +228,7 @@ def import_model(
             source_str, model_id = f"hf://{src.repo_id}@{commit}", src.repo_id
         else:
             say(f"copying {src.path}")
-            _copy_local(src.path, tmp, allow_pickle)
+            _copy_local(src.path, tmp, allow_pickle, reg.root)
             commit, license_id = None, read_local_license(src.path)
             source_str, model_id = str(src.path), str(src.path)
 
