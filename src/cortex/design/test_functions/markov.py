@@ -11,6 +11,8 @@ given ``torch.Generator`` state yields the same matrix, motifs and samples as ho
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from cortex.errors import DesignError
@@ -91,8 +93,11 @@ def stationary_distribution(transition_matrix: torch.Tensor, tolerance: float = 
     target = torch.zeros(n + 1, 1)
     target[-1] = 1.0
     q, r = torch.linalg.qr(system)
-    solution = torch.linalg.solve(r, q.T @ target)  # (n, 1)
-    residual = torch.linalg.norm(system @ solution - target) / torch.linalg.norm(target)
+    try:
+        solution = torch.linalg.solve(r, q.T @ target)  # (n, 1)
+        residual = torch.linalg.norm(system @ solution - target) / torch.linalg.norm(target)
+    except torch.linalg.LinAlgError:  # singular: several stationary laws (a reducible chain)
+        residual = torch.tensor(math.inf)
     if not residual <= tolerance:
         raise DesignError(
             f"No stationary distribution for this transition matrix (residual {float(residual):.2e}); "

@@ -1,0 +1,140 @@
+"""Sequence-design methods on Ehrlich functions at a fixed black-box budget.
+
+    python benchmarks/lambo_ehrlich.py --variant 32,32,4,4,4 --seeds 3 --budget 4096 --methods ga,random
+
+Prints one JSON line per (method, seed): ``method, variant, seed, evaluations, best, evals_to_solve``
+(null when 1.0 was never reached), ``seconds``, ``best_at`` (best value after 256/512/... evaluations),
+``feasible_fraction``, ``ratio_vs_ga`` (this method's best / the GA's best on the same seed), and the
+machine. ``best`` is null when no feasible sequence was found (its value is -inf).
+
+Seed ``s`` builds the Ehrlich instance with ``random_seed = s`` (unless ``--problem-seed`` fixes one
+instance) and seeds the method with ``s``. Every method starts from the same initial set: ``--initial``
+feasible chain samples drawn with the seed, evaluated inside the budget.
+
+A method is one function ``runner(problem, budget, seed) -> BlackBox`` registered in ``METHODS``;
+LaMBO-2 plugs in as ``METHODS["lambo2"] = run_lambo2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from cortex.design import BlackBox, Ehrlich, GeneticAlgorithm, GeneticConfig, random_search
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine  # noqa: E402
+
+Runner = Callable[[Ehrlich, int, int], BlackBox]
+METHODS: dict[str, Runner] = {}
+CHECKPOINTS = (256, 512, 1024, 2048, 4096, 8192)
+INITIAL_DESIGNS = 128
+
+
+def register(name: str) -> Callable[[Runner], Runner]:
+    """Decorator adding ``runner(problem, budget, seed) -> BlackBox`` to :data:`METHODS` under ``name``."""
+
+    def add(runner: Runner) -> Runner:
+        METHODS[name] = runner
+        return runner
+
+    return add
+
+
+def make_black_box(problem: Ehrlich, budget: int) -> BlackBox:
+    """The budgeted black box every method evaluates through."""
+    return BlackBox(problem, length=problem.dim, num_states=problem.num_states, budget=budget,
+                    alphabet=problem.alphabet)
+
+
+def initial_designs(problem: Ehrlich, seed: int, n: int = INITIAL_DESIGNS) -> torch.LongTensor:
+    """The shared starting set: ``n`` feasible chain samples ``[n, L]`` drawn with ``seed``."""
+    return problem.random_feasible(n, seed=10_000 + seed)
+
+
+@register("ga")
+def run_ga(problem: Ehrlich, budget: int, seed: int) -> BlackBox:
+    """The holo-style GA, tuned on held-out instances (seeds 100-123) of both benchmark variants."""
+    black_box = make_black_box(problem, budget)
+    config = GeneticConfig(population_size=16, survival_quantile=0.25, mutation_rate=1.5, crossover_prob=0.2)
+    GeneticAlgorithm(config).run(black_box, initial_designs(problem, seed), seed=seed, method="ga")
+    return black_box
+
+
+@register("random")
+def run_random(problem: Ehrlich, budget: int, seed: int) -> BlackBox:
+    """Random feasible chain samples (knows the feasibility model: a reference, not a competitor)."""
+    black_box = make_black_box(problem, budget)
+    black_box.evaluate(initial_designs(problem, seed), round=0, method="random")
+    random_search(black_box, lambda n, g: problem.random_feasible(n, seed=g), seed=seed, method="random")
+    return black_box
+
+
+def summarize(black_box: BlackBox, budget: int) -> dict:
+    """Best value overall and at each checkpoint, evaluations to reach 1.0 and the feasible fraction."""
+    running = black_box.best_so_far()
+    best = float(running[-1]) if len(running) else -math.inf
+    solved = [i for i, v in enumerate(running) if v >= 1.0]
+    best_at = {
+        str(c): (float(running[min(c, len(running)) - 1]) if len(running) else None)
+        for c in sorted({*(c for c in CHECKPOINTS if c <= budget), budget})
+    }
+    best_at = {k: (v if v is not None and math.isfinite(v) else None) for k, v in best_at.items()}
+    feasible = sum(r.feasible for r in black_box.history)
+    return {
+        "evaluations": black_box.evaluations,
+        "best": best if math.isfinite(best) else None,
+        "evals_to_solve": solved[0] + 1 if solved else None,
+        "best_at": best_at,
+        "feasible_fraction": round(feasible / max(black_box.evaluations, 1), 4),
+        "failed": sum(r.failed for r in black_box.history),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variant", default="32,32,4,4,4",
+                        help="Ehrlich 'num_states,dim,num_motifs,motif_length,quantization'")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    parser.add_argument("--budget", type=int, default=4096, help="black-box evaluations per run")
+    parser.add_argument("--methods", default="ga,random", help=f"comma-separated, from: {', '.join(METHODS)}")
+    parser.add_argument("--problem-seed", type=int, default=None, help="fix the Ehrlich instance across seeds")
+    args = parser.parse_args(argv)
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
+    torch.set_num_threads(1)  # fair on a shared 2-core machine; every method runs on one thread
+    info = {**machine(), "python": sys.version.split()[0]}
+    for seed in range(args.seeds):
+        instance = seed if args.problem_seed is None else args.problem_seed
+        problem = Ehrlich.from_variant(args.variant, random_seed=instance)
+        ga_best = None
+        rows = []
+        for method in methods:
+            start = time.perf_counter()
+            black_box = METHODS[method](problem, args.budget, seed)
+            seconds = time.perf_counter() - start
+            row = {"method": method, "variant": problem.config.variant, "seed": seed,
+                   **summarize(black_box, args.budget), "seconds": round(seconds, 3)}
+            if method == "ga":
+                ga_best = row["best"]
+            rows.append(row)
+        for row in rows:
+            ratio = row["best"] / ga_best if ga_best and row["best"] is not None else None
+            row["ratio_vs_ga"] = round(ratio, 4) if ratio is not None else None
+            row["machine"] = info
+            print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
