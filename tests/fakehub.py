@@ -63,6 +63,8 @@ class FakeHub:
             repo_id = f"{body['organization']}/{body['name']}" if body.get("organization") else body["name"]
             (self.root / repo_id).mkdir(parents=True, exist_ok=True)
             return httpx2.Response(200, json={"url": f"https://huggingface.co/{repo_id}", "name": repo_id})
+        if parts == ["api", "validate-yaml"]:  # model-card metadata check made by push_to_hub
+            return httpx2.Response(200, json={"errors": [], "warnings": []})
         if parts[:1] == ["api"] and parts[1] in ("models", "datasets", "spaces"):
             rest = parts[2:]
             for marker in ("revision", "preupload", "commit", "tree", "paths-info"):

@@ -61,3 +61,13 @@ def load_tokenizer(name_or_path: str | os.PathLike, trust_remote_code: bool = Fa
     if not (Path(path) / "tokenizer.json").exists() and not (Path(path) / "tokenizer_config.json").exists():
         raise InputError(f"No tokenizer files in {path}. Save one there with tokenizer.save_pretrained(...).")
     return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
+BUILTIN_TOKENIZERS = {"protein": build_protein_tokenizer, "char": build_char_tokenizer}
+
+
+def get_tokenizer(name: str | os.PathLike, trust_remote_code: bool = False):
+    """``"protein"`` or ``"char"`` for a built-in tokenizer, else a registry name or local folder."""
+    if isinstance(name, str) and name in BUILTIN_TOKENIZERS:
+        return BUILTIN_TOKENIZERS[name]()
+    return load_tokenizer(name, trust_remote_code=trust_remote_code)

@@ -13,8 +13,11 @@ def register_auto_classes() -> None:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
     from cortex.models.char_lm import CharLMConfig, CharLMForCausalLM
+    from cortex.models.neural_tree import NeuralTreeConfig, NeuralTreeModel
 
     AutoConfig.register(CharLMConfig.model_type, CharLMConfig, exist_ok=True)
     AutoModelForCausalLM.register(CharLMConfig, CharLMForCausalLM, exist_ok=True)
     AutoModel.register(CharLMConfig, CharLMForCausalLM, exist_ok=True)
+    AutoConfig.register(NeuralTreeConfig.model_type, NeuralTreeConfig, exist_ok=True)
+    AutoModel.register(NeuralTreeConfig, NeuralTreeModel, exist_ok=True)
     _REGISTERED = True

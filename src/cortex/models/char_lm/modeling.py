@@ -144,7 +144,7 @@ class CharLMModel(CharLMPreTrainedModel):
                 )
             mask = mask & attention_mask[:, None, None, :].bool()
             # a fully-masked row (a query on left padding) would give NaN: let it see itself
-            mask = mask | torch.eye(T, past + T, offset=past, dtype=torch.bool, device=x.device)[None, None]
+            mask = mask | (k_pos[None, :] == q_pos[:, None])[None, None]
 
         hidden: list[torch.Tensor] = []
         for block in self.layers:

@@ -1,0 +1,124 @@
+"""Typed outputs of every NeuralTree node. Shapes: ``B`` batch, ``T`` positions, ``E`` ensemble members.
+
+Leaf outputs always carry the ensemble axis first, ``(E, B, ...)``, even when ``E == 1``, so code
+that treats the ensemble as posterior samples (acquisition functions) never special-cases it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class RootOutput:
+    """One root's output.
+
+    Attributes:
+        features: ``(B, T_r, D_r)`` root features (``T_r == 1`` for pooled HF roots).
+        attention_mask: ``(B, T_r)`` bool, True at real positions of ``features``.
+        token_embeddings: ``(B, T, E_r)`` input embeddings after corruption (what the encoder read);
+            differentiate with respect to these for token-level guidance.
+        input_ids: ``(B, T)`` clean ids (targets of a denoising leaf), ``None`` when fed embeddings.
+        corrupted_ids: ``(B, T)`` ids after mask/substitution corruption (``input_ids`` when none).
+        is_corrupted: ``(B, T)`` bool, where the corruption changed the input.
+        corrupt_frac: ``(B,)`` float, the per-example corruption fraction (0 when not corrupted).
+        input_mask: ``(B, T)`` bool, the attention mask of the token inputs.
+    """
+
+    features: torch.Tensor
+    attention_mask: torch.Tensor
+    token_embeddings: torch.Tensor
+    input_ids: torch.Tensor | None
+    corrupted_ids: torch.Tensor | None
+    is_corrupted: torch.Tensor
+    corrupt_frac: torch.Tensor
+    input_mask: torch.Tensor
+
+
+@dataclass
+class TrunkOutput:
+    """The trunk's combined features.
+
+    Attributes:
+        features: ``(B, T, D)``.
+        attention_mask: ``(B, T)`` bool.
+        root_spans: root name → ``(start, end)`` of its positions in ``features`` (``sum``: every
+            root spans ``(0, its length)``; ``concat``: consecutive spans).
+    """
+
+    features: torch.Tensor
+    attention_mask: torch.Tensor
+    root_spans: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass
+class BranchOutput:
+    """A branch's features for each of its ``E`` ensemble members.
+
+    Attributes:
+        features: ``(E, B, T, D_b)`` per-position features.
+        attention_mask: ``(B, T)`` bool (shared by members).
+        pooled: ``(E, B, D_b)`` one vector per example and member.
+    """
+
+    features: torch.Tensor
+    attention_mask: torch.Tensor
+    pooled: torch.Tensor
+
+
+@dataclass
+class RegressorLeafOutput:
+    """Gaussian predictions in natural parameters and in target units.
+
+    Attributes:
+        loc: ``(E, B, O)`` predictive mean, in target units (standardization undone).
+        scale: ``(E, B, O)`` predictive standard deviation, in target units.
+        eta1: ``(E, B, O)`` first natural parameter (standardized target space).
+        eta2: ``(E, B, O)`` second natural parameter, ``< 0``.
+    """
+
+    loc: torch.Tensor
+    scale: torch.Tensor
+    eta1: torch.Tensor
+    eta2: torch.Tensor
+
+
+@dataclass
+class SequenceRegressorLeafOutput(RegressorLeafOutput):
+    """As :class:`RegressorLeafOutput` with a position axis: ``(E, B, T, O)``."""
+
+
+@dataclass
+class ClassifierLeafOutput:
+    """Attributes: logits ``(E, B, C)``."""
+
+    logits: torch.Tensor
+
+
+@dataclass
+class DenoisingLMLeafOutput:
+    """Attributes: logits ``(E, B, T, V)`` over the root's vocabulary at the root's positions."""
+
+    logits: torch.Tensor
+
+
+LeafOutput = RegressorLeafOutput | ClassifierLeafOutput | DenoisingLMLeafOutput
+
+
+@dataclass
+class NeuralTreeOutput:
+    """Everything a forward pass computed, node by node (only the requested leaves' branches).
+
+    Attributes:
+        root_outputs: root name → :class:`RootOutput` (empty after ``call_from_trunk``).
+        trunk_outputs: :class:`TrunkOutput`.
+        branch_outputs: branch name → :class:`BranchOutput`.
+        leaf_outputs: leaf name → its output dataclass (leading ensemble axis ``E``).
+    """
+
+    root_outputs: dict[str, RootOutput]
+    trunk_outputs: TrunkOutput
+    branch_outputs: dict[str, BranchOutput]
+    leaf_outputs: dict[str, LeafOutput]
