@@ -52,15 +52,22 @@ class Chunk:
         """What the dense encoder sees: where the chunk lives and what it is called, then its text.
 
         The path and symbol carry most of the meaning a question about code refers to, and they
-        sit first so truncation at the encoder's limit never drops them.
+        sit first so truncation at the encoder's limit never drops them. Free-standing documents
+        (added through LangChain) are embedded as they are, as LangChain users expect.
         """
+        if self.kind == "document":
+            return self.text
         head = f"{self.path} {self.kind} {self.name}".strip()
         return f"{head}\n{self.text}"
 
 
-def chunk_id(path: str, start: int, end: int, text: str) -> str:
-    """Stable id from where a chunk is and what it says (16 hex chars)."""
-    return hashlib.sha1(f"{path}\x00{start}\x00{end}\x00{text}".encode()).hexdigest()[:16]
+def chunk_id(path: str, start: int, end: int, text: str, kind: str = "", name: str = "") -> str:
+    """Stable id from where a chunk is, what it is and what it says (16 hex chars).
+
+    An unchanged function in an edited file keeps its id, so it is not embedded again.
+    """
+    key = "\x00".join((path, str(start), str(end), kind, name, text))
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -133,7 +140,7 @@ class Chunker:
                 if not body.strip():
                     continue
                 out.append(
-                    Chunk(chunk_id(path, piece.start, piece.end, body), path, piece.start, piece.end,
+                    Chunk(chunk_id(path, piece.start, piece.end, body, piece.kind, piece.name), path, piece.start, piece.end,
                           piece.kind, piece.name, body, file_hash)
                 )
         return out

