@@ -20,6 +20,8 @@ from cortex.errors import CortexError
 # area modules, each with ``register(app: typer.Typer) -> None``
 COMMAND_MODULES: list[str] = [
     "cortex.cli.models",
+    "cortex.cli.rag",
+    "cortex.cli.anomaly",
 ]
 
 err_console = Console(stderr=True, highlight=False)
