@@ -20,6 +20,7 @@ from cortex.errors import CortexError
 # area modules, each with ``register(app: typer.Typer) -> None``
 COMMAND_MODULES: list[str] = [
     "cortex.cli.models",
+    "cortex.cli.train",
     "cortex.cli.rag",
     "cortex.cli.anomaly",
 ]
