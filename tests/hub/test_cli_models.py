@@ -167,3 +167,8 @@ def test_killed_finetune_resumes(tiny_qwen_dir, cortex_home, tmp_path):
     assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
     ft = Registry().get("tiny-resumed").extra["finetune"]
     assert ft["resumed_from_step"] >= 5 and ft["steps"] == 400
+
+
+def test_usage_errors_are_short(capsys):
+    code, out, err = run(capsys, "no-such-command")
+    assert code == 2 and "No such command" in err and "Traceback" not in err

@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "cortex.cli.train",
     "cortex.cli.rag",
     "cortex.cli.anomaly",
+    "cortex.cli.route",
 ]
 
 err_console = Console(stderr=True, highlight=False)
@@ -67,6 +68,11 @@ for _module in COMMAND_MODULES:
     importlib.import_module(_module).register(app)
 
 
+def _is_click_exception(e: Exception) -> bool:
+    """True for click's ClickException, whether from click itself or the copy typer vendors."""
+    return any(cls.__name__ == "ClickException" and "click" in cls.__module__ for cls in type(e).__mro__)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a :class:`CortexError` prints one line and exits non-zero, without a traceback."""
     try:
@@ -82,10 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         err_console.print("aborted")
         return 1
-    except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.ClickException):
+    except Exception as e:  # usage errors (bad option, unknown command) arrive here in non-standalone mode
+        if _is_click_exception(e):
             e.show()
             return e.exit_code
         raise

