@@ -77,6 +77,18 @@ def run_random(problem: Ehrlich, budget: int, seed: int) -> BlackBox:
     return black_box
 
 
+@register("lambo2")
+def run_lambo2(problem: Ehrlich, budget: int, seed: int) -> BlackBox:
+    """LaMBO-2 (cortex.design.lambo2) with the settings of ``cortex quickstart``, from the shared initial set."""
+    from cortex.design.job import ehrlich_design_loop
+    from cortex.design.quickstart import quickstart_config
+
+    torch.manual_seed(seed)
+    loop = ehrlich_design_loop(problem, quickstart_config(seed=seed), budget=budget)
+    loop.run(initial_designs(problem, seed))
+    return loop.black_box
+
+
 def summarize(black_box: BlackBox, budget: int) -> dict:
     """Best value overall and at each checkpoint, evaluations to reach 1.0 and the feasible fraction."""
     running = black_box.best_so_far()

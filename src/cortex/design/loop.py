@@ -1,0 +1,464 @@
+"""The multi-round LaMBO-2 design loop: propose a batch, evaluate it, add it to the data, fine-tune, repeat.
+
+:class:`DesignLoop` drives a :class:`~cortex.design.blackbox.BlackBox` (budget, deduplication, failure
+records) with :class:`~cortex.design.lambo2.LaMBO2` proposals:
+
+* round 0 evaluates the seed designs (free for any already in the history);
+* each later round fine-tunes the tree on every evaluated design, starts ``num_chains`` LaMBO-2
+  chains from the best designs so far (the non-dominated ones first with several objectives),
+  and sends the ``batch_size`` best-scoring decoded sequences that the black box has never seen
+  (deduplicated against the history and within the batch);
+* after every round the full history is written atomically to ``history_path`` (parquet); a run
+  started again with the same path reloads it, refits the tree and carries on from the next
+  round, so nothing evaluated before is sent again.
+
+Black boxes take integer states ``LongTensor [batch, length]`` (BoTorch / pytorch-holo convention)
+and return ``[batch]`` values, or ``[batch, M]`` with several objectives. A candidate for which the
+black box raises or returns NaN is recorded as failed and the run goes on; ``-inf`` marks an
+infeasible design.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cortex.design.acquisition import DesignObjective, _split
+from cortex.design.blackbox import BlackBox, sequence_keys
+from cortex.design.lambo2 import FeasibilityFn, LaMBO2, LaMBO2Config
+from cortex.design.surrogate import DesignData, FitReport, SurrogateSettings, fit_surrogate
+from cortex.errors import DesignError
+
+
+@dataclass(frozen=True)
+class DesignLoopConfig:
+    """Settings of a design run; validates itself.
+
+    Args:
+        batch_size: designs sent to the black box per round.
+        rounds: most design rounds after the seeds (``None``: until the budget is spent).
+        budget: most black-box evaluations, seeds included (``None``: no limit; then ``rounds`` is required).
+        num_chains: LaMBO-2 chains run per round (default ``2 * batch_size``).
+        num_parents: distinct best designs the chains start from (chains are spread over them).
+        max_attempts: LaMBO-2 runs per round when too few new candidates come out.
+        selection: ``chains``: each chain's final design first (one per chain, as published), then the
+            best-scoring other decoded candidates; ``top``: the best-scoring candidates overall.
+        method: the name recorded in the history's ``method`` column.
+        lambo: :class:`~cortex.design.lambo2.LaMBO2Config`.
+        surrogate: :class:`~cortex.design.surrogate.SurrogateSettings`.
+    """
+
+    batch_size: int = 32
+    rounds: int | None = None
+    budget: int | None = None
+    num_chains: int | None = None
+    num_parents: int = 16
+    max_attempts: int = 3
+    selection: str = "chains"
+    method: str = "lambo2"
+    lambo: LaMBO2Config = field(default_factory=LaMBO2Config)
+    surrogate: SurrogateSettings = field(default_factory=SurrogateSettings)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "num_parents", "max_attempts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise DesignError(f"{name}={value!r} must be an integer >= 1.")
+        for name in ("rounds", "budget", "num_chains"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise DesignError(f"{name}={value!r} must be an integer >= 1 or None.")
+        if self.rounds is None and self.budget is None:
+            raise DesignError("Neither rounds nor budget bounds the design run; set one of them (e.g. budget=1000).")
+        if self.selection not in ("chains", "top"):
+            raise DesignError(f"selection={self.selection!r} is not one of chains, top.")
+        if not isinstance(self.method, str) or not self.method:
+            raise DesignError(f"method={self.method!r} must be a non-empty name, e.g. 'lambo2'.")
+
+    @property
+    def chains(self) -> int:
+        return self.num_chains if self.num_chains is not None else 2 * self.batch_size
+
+
+@dataclass
+class RoundReport:
+    """One round of the loop.
+
+    Attributes:
+        round: 0 for the seeds, then 1, 2, ...
+        evaluations: black-box evaluations spent so far (all rounds).
+        sent: designs this round sent.
+        best: best feasible value so far (first objective with several), ``-inf`` if none.
+        median: median feasible value of this round's designs (NaN if none was feasible).
+        feasible_fraction: fraction of this round's designs that were feasible.
+        failed: designs of this round whose evaluation failed.
+        seconds: wall time of the round (fit + proposals + evaluation).
+        fit: the surrogate fit of this round.
+    """
+
+    round: int
+    evaluations: int
+    sent: int
+    best: float
+    median: float
+    feasible_fraction: float
+    failed: int
+    seconds: float
+    fit: FitReport | None = None
+
+
+@dataclass
+class DesignResult:
+    """The outcome of a design run.
+
+    Attributes:
+        best_states: ``[L]`` best feasible design (first objective), or ``None``.
+        best_value: its value (``-inf`` if none was feasible).
+        evaluations: black-box evaluations spent.
+        rounds: per-round :class:`RoundReport` (this run's rounds; a resumed run starts after the saved ones).
+        pareto_states: ``[P, L]`` non-dominated feasible designs (all objectives).
+        pareto_values: ``[P, M]`` their values.
+        history_path: where the history parquet is, if any.
+        black_box: the :class:`BlackBox` with the full history.
+    """
+
+    best_states: torch.Tensor | None
+    best_value: float
+    evaluations: int
+    rounds: list[RoundReport]
+    pareto_states: torch.Tensor
+    pareto_values: torch.Tensor
+    history_path: Path | None
+    black_box: BlackBox
+
+
+class _VectorRecorder:
+    """Wraps a black box with ``M`` objectives: keeps each design's vector, hands BlackBox one number.
+
+    The number is the first objective, NaN if any objective is NaN, ``-inf`` if any is infinite.
+    """
+
+    def __init__(self, fn: Callable, num_objectives: int):
+        self.fn = fn
+        self.num_objectives = num_objectives
+        self.vectors: dict[bytes, tuple[float, ...]] = {}
+        self.contract_error: str | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.as_tensor(self.fn(x)).detach().to("cpu", torch.float64)
+        M = self.num_objectives
+        if M == 1 and out.dim() == 2 and out.shape[1] == 1:
+            out = out[:, 0]
+        expected = (len(x),) if M == 1 else (len(x), M)
+        if tuple(out.shape) != expected:
+            # a broken contract must stop the run, but BlackBox records whatever this call raises as a
+            # failed evaluation; so note it and hand BlackBox a wrong shape, which it refuses loudly
+            self.contract_error = (
+                f"The black box returned shape {tuple(out.shape)} for {len(x)} designs; with {M} objective(s) it "
+                f"must return {list(expected)}."
+            )
+            return torch.zeros(len(x) + 1, dtype=torch.float64)
+        out = out.reshape(len(x), M)
+        for key, row in zip(sequence_keys(x), out.tolist()):
+            self.vectors[key] = tuple(row)
+        nan = torch.isnan(out).any(-1)
+        inf = torch.isinf(out).any(-1)
+        first = out[:, 0].clone()
+        first = torch.where(inf, torch.full_like(first, -math.inf), first)
+        return torch.where(nan, torch.full_like(first, math.nan), first)
+
+
+class DesignLoop:
+    """Multi-round LaMBO-2 against a black box (see the module docstring).
+
+    Args:
+        tree: the NeuralTree surrogate (a denoising leaf and the objective's leaves); trained in place.
+        objective: which leaves are objectives (one per black-box output, in order) and constraints
+            (two-class classifiers trained on feasible vs infeasible).
+        black_box: ``states [B, L] -> [B]`` (or ``[B, M]``); any callable, may fan out anywhere.
+        alphabet: one character per state.
+        length: sequence length ``L``.
+        config: :class:`DesignLoopConfig`.
+        feasibility_fn: optional ``states -> bool [B]`` known constraint; proposals always satisfy it.
+        is_mutable: ``[L]`` bool, positions that may change (default all).
+        history_path: parquet file of the history; an existing file is resumed.
+        seed: seeds training, chains and sampling.
+    """
+
+    def __init__(
+        self,
+        tree,
+        objective: DesignObjective,
+        black_box: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        alphabet: str,
+        length: int,
+        config: DesignLoopConfig,
+        feasibility_fn: FeasibilityFn | None = None,
+        is_mutable: torch.Tensor | None = None,
+        history_path: str | os.PathLike | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not callable(black_box):
+            raise DesignError(f"black_box={black_box!r} is not callable; pass a function states [B, L] -> values [B].")
+        self.config = config
+        self.objective = objective
+        self.tree = tree
+        self.length = int(length)
+        specs = tree.config.leaf_specs()
+        for name in objective.constraints:
+            leaf, c = _split(name, "constraints")
+            if leaf in specs and getattr(specs[leaf], "num_classes", 2) != 2:
+                raise DesignError(
+                    f"constraint leaf {leaf!r} has {specs[leaf].num_classes} classes; the design loop trains "
+                    "constraint leaves on feasible vs infeasible, so give it num_classes=2."
+                )
+        self.lambo = LaMBO2(tree, objective, alphabet=alphabet, config=config.lambo,
+                            feasibility_fn=feasibility_fn, seed=seed)
+        if self.lambo.max_len is not None and self.length > self.lambo.max_len:
+            raise DesignError(f"length={length} exceeds the tree root's max_len={self.lambo.max_len}.")
+        self.recorder = _VectorRecorder(black_box, objective.num_objectives)
+        self.black_box = BlackBox(self.recorder, length=self.length, num_states=len(alphabet),
+                                  budget=config.budget, alphabet=alphabet)
+        self.is_mutable = self.lambo._mutable(is_mutable, 1, self.length)[0] if is_mutable is not None else None
+        self.history_path = Path(history_path) if history_path is not None else None
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.acquisition_values: dict[bytes, float] = {}
+        self.next_round = 1
+        self.fitted = False
+        if self.history_path is not None and self.history_path.exists():
+            self._resume(self.history_path)
+
+    # ------------------------------------------------------------------------------ persistence
+    def _resume(self, path: Path) -> None:
+        import pandas as pd
+
+        frame = pd.read_parquet(path)
+        frame = frame[frame["method"] == self.config.method]
+        self.black_box.load_history(frame)
+        M = self.objective.num_objectives
+        for row in frame.itertuples(index=False):
+            key = sequence_keys(torch.as_tensor(np.asarray(row.states, dtype=np.int64))[None])[0]
+            if M > 1 and "objectives" in frame.columns and row.objectives is not None:
+                self.recorder.vectors[key] = tuple(float(v) for v in row.objectives)
+            elif M == 1:
+                self.recorder.vectors[key] = (float(row.value),)
+        if len(frame):
+            self.next_round = int(frame["round"].max()) + 1
+
+    def history_frame(self):
+        """The history as a DataFrame: BlackBox's columns plus ``acquisition`` and, with several
+        objectives, ``objectives`` (the full vector)."""
+        frame = self.black_box.to_dataframe()
+        keys = [sequence_keys(torch.tensor(r.states, dtype=torch.long)[None])[0] for r in self.black_box.history]
+        frame["acquisition"] = [self.acquisition_values.get(k, math.nan) for k in keys]
+        if self.objective.num_objectives > 1:
+            frame["objectives"] = [list(self.recorder.vectors.get(k, (math.nan,) * self.objective.num_objectives))
+                                   for k in keys]
+        return frame
+
+    def save(self, path: str | os.PathLike | None = None) -> Path | None:
+        """Write the history parquet atomically (temp file, fsync, rename)."""
+        path = Path(path) if path is not None else self.history_path
+        if path is None:
+            return None
+        write_parquet_atomic(self.history_frame(), path)
+        return path
+
+    # ------------------------------------------------------------------------------ data
+    def data(self) -> DesignData:
+        """Every evaluated design as surrogate training data."""
+        states = self.black_box.states_tensor()
+        M = self.objective.num_objectives
+        values = torch.full((len(states), M), math.nan, dtype=torch.float64)
+        for i, (record, key) in enumerate(zip(self.black_box.history, sequence_keys(states))):
+            if record.failed:
+                continue
+            vector = self.recorder.vectors.get(key, (record.value,) + (math.nan,) * (M - 1))
+            values[i] = torch.tensor(vector, dtype=torch.float64)
+        rounds = torch.tensor([r.round for r in self.black_box.history], dtype=torch.long)
+        return DesignData(ids=self.lambo.ids(states), values=values, rounds=rounds)
+
+    def _parents(self, data: DesignData, states: torch.Tensor) -> torch.Tensor:
+        """Distinct best feasible designs ``[P, L]``: non-dominated layers first, then by first objective."""
+        feasible = data.feasible
+        if not bool(feasible.any()):
+            raise DesignError(
+                "No evaluated design is feasible, so LaMBO-2 has nothing to start from; seed the run with designs "
+                "the black box scores finitely."
+            )
+        pool, values = states[feasible], data.values[feasible]
+        signs = torch.tensor([-1.0 if n in self.objective.minimize else 1.0 for n in self.objective.objectives],
+                             dtype=values.dtype)
+        values = values * signs
+        ranks = _pareto_ranks(values, max_layers=self.config.num_parents)
+        order = np.lexsort((-values[:, 0].numpy(), ranks.numpy()))
+        return pool[torch.as_tensor(order[: self.config.num_parents])]
+
+    # ------------------------------------------------------------------------------ rounds
+    def run(self, seeds: torch.Tensor | Sequence[str] | None = None,
+            on_round: Callable[[RoundReport, "DesignLoop"], None] | None = None) -> DesignResult:
+        """Evaluate ``seeds`` (round 0) then run rounds until ``rounds`` or the budget is spent.
+
+        ``seeds`` may be omitted when the history already holds evaluated designs (a resumed run).
+        ``on_round(report, loop)`` is called after each round, e.g. to print a table row.
+        """
+        reports: list[RoundReport] = []
+        if seeds is not None:
+            seed_states = self.lambo.to_states(seeds)
+            if seed_states.shape[1] != self.length:
+                raise DesignError(f"seeds have length {seed_states.shape[1]} but the design length is {self.length}.")
+            start = time.perf_counter()
+            before = self.black_box.evaluations
+            result = self._evaluate(seed_states, 0)
+            if result.num_sent or self.next_round == 1:
+                reports.append(self._report(0, result, before, time.perf_counter() - start, None))
+                self.save()
+                if on_round is not None:
+                    on_round(reports[-1], self)
+        if self.black_box.evaluations == 0:
+            raise DesignError("There is nothing to design from: pass seeds (or a history_path holding evaluated designs).")
+        rnd = max(self.next_round, 1)
+        done = 0
+        while not self.black_box.exhausted and (self.config.rounds is None or done < self.config.rounds):
+            start = time.perf_counter()
+            fit = self.fit()
+            proposals = self.propose(self.config.batch_size)
+            if len(proposals) == 0:
+                break  # the chains found nothing new: the search has converged
+            before = self.black_box.evaluations
+            result = self._evaluate(proposals, rnd)
+            reports.append(self._report(rnd, result, before, time.perf_counter() - start, fit))
+            self.save()
+            if on_round is not None:
+                on_round(reports[-1], self)
+            rnd += 1
+            done += 1
+        self.next_round = rnd
+        return self.result(reports)
+
+    def _evaluate(self, states: torch.Tensor, rnd: int):
+        try:
+            return self.black_box.evaluate(states, round=rnd, method=self.config.method)
+        except DesignError:
+            if self.recorder.contract_error is not None:
+                raise DesignError(self.recorder.contract_error) from None
+            raise
+
+    def fit(self) -> FitReport:
+        """Train (first call: ``initial_steps``) or fine-tune the tree on every evaluated design."""
+        settings = self.config.surrogate
+        steps = settings.finetune_steps if self.fitted else settings.initial_steps
+        report = fit_surrogate(self.tree, self.data(), self.objective, steps=steps, settings=settings,
+                               lm_leaf=self.lambo.lm_leaf, root=self.lambo.root, generator=self.generator)
+        self.fitted = True
+        return report
+
+    def propose(self, n: int) -> torch.Tensor:
+        """Up to ``n`` new designs ``[n, L]``: LaMBO-2's best-scoring candidates the black box has not seen."""
+        data = self.data()
+        states = self.black_box.states_tensor()
+        parents = self._parents(data, states)
+        if self.black_box.remaining is not None:
+            n = min(n, self.black_box.remaining)
+        chains = parents[torch.arange(self.config.chains) % len(parents)]
+        baseline = states[data.feasible]
+        acquisition = self.lambo.acquisition(baseline)
+        chosen: list[torch.Tensor] = []
+        keys: set[bytes] = set()
+        for _ in range(self.config.max_attempts):
+            result = self.lambo.optimize(chains, is_mutable=self.is_mutable, acquisition=acquisition)
+            ranked, scores = result.ranked_candidates()
+            if self.config.selection == "chains":
+                # as published: each chain's final design (best first), then the other candidates
+                moved = (result.states != chains).any(-1)
+                order = torch.argsort(result.scores[moved], descending=True, stable=True)
+                ranked = torch.cat([result.states[moved][order], ranked])
+                scores = torch.cat([result.scores[moved][order], scores])
+            if len(ranked):
+                novel = ~self.black_box.seen(ranked)
+                for row, score, key, ok in zip(ranked, scores.tolist(), sequence_keys(ranked), novel.tolist()):
+                    if ok and key not in keys and len(chosen) < n:
+                        keys.add(key)
+                        chosen.append(row)
+                        self.acquisition_values[key] = score
+            if len(chosen) >= n:
+                break
+        return torch.stack(chosen) if chosen else states.new_zeros(0, self.length)
+
+    def _report(self, rnd: int, result, before: int, seconds: float, fit: FitReport | None) -> RoundReport:
+        values = result.values[result.sent]
+        finite = values[torch.isfinite(values)]
+        best = self.black_box.best()
+        return RoundReport(
+            round=rnd, evaluations=self.black_box.evaluations, sent=self.black_box.evaluations - before,
+            best=best[1] if best else -math.inf,
+            median=float(finite.median()) if len(finite) else math.nan,
+            feasible_fraction=float(len(finite)) / max(int(result.sent.sum()), 1),
+            failed=int(result.failed[result.sent].sum()), seconds=seconds, fit=fit,
+        )
+
+    def result(self, reports: list[RoundReport]) -> DesignResult:
+        """The :class:`DesignResult` of the history so far."""
+        best = self.black_box.best()
+        data = self.data()
+        states = self.black_box.states_tensor()
+        feasible = data.feasible
+        values = data.values[feasible]
+        pareto_states, pareto_values = states[feasible][:0], values[:0]
+        if len(values):
+            signs = torch.tensor([-1.0 if n in self.objective.minimize else 1.0 for n in self.objective.objectives],
+                                 dtype=values.dtype)
+            front = _pareto_ranks(values * signs, max_layers=1) == 0
+            pareto_states, pareto_values = states[feasible][front], values[front]
+        return DesignResult(
+            best_states=best[0] if best else None, best_value=best[1] if best else -math.inf,
+            evaluations=self.black_box.evaluations, rounds=reports, pareto_states=pareto_states,
+            pareto_values=pareto_values, history_path=self.history_path, black_box=self.black_box,
+        )
+
+
+def _pareto_ranks(values: torch.Tensor, max_layers: int | None = None) -> torch.Tensor:
+    """``(N,)`` non-domination layer of each row of ``values`` ``(N, M)`` (maximized); 0 = Pareto front.
+
+    Equal value vectors share a layer. Rows past ``max_layers`` layers get rank ``max_layers``.
+    """
+    from botorch.utils.multi_objective.pareto import is_non_dominated
+
+    if values.shape[1] == 1:  # one objective: the layers are the distinct values, best first
+        distinct = torch.unique(values[:, 0], sorted=True)  # ascending
+        ranks = len(distinct) - 1 - torch.searchsorted(distinct, values[:, 0].contiguous())
+        return ranks if max_layers is None else ranks.clamp(max=max_layers)
+    ranks = torch.full((len(values),), max_layers if max_layers is not None else -1, dtype=torch.long)
+    remaining = torch.arange(len(values))
+    layer = 0
+    while len(remaining) and (max_layers is None or layer < max_layers):
+        front = is_non_dominated(values[remaining], deduplicate=False)
+        ranks[remaining[front]] = layer
+        remaining = remaining[~front]
+        layer += 1
+    return ranks
+
+
+def write_parquet_atomic(frame, path: str | os.PathLike) -> Path:
+    """Write ``frame`` to ``path`` so readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        frame.to_parquet(tmp, index=False)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

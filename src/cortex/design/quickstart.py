@@ -1,0 +1,40 @@
+"""``cortex quickstart``: the project's main job on an embedded default, offline, in a few minutes.
+
+It makes an Ehrlich problem, trains a small tree (value regression, feasibility classifier and a
+denoising LM) on an initial feasible set, runs LaMBO-2 rounds, runs the genetic algorithm at the
+same budget from the same initial set, writes ``history.parquet`` and ``best_vs_evaluations.png``,
+and registers the trained tree. The defaults below are sized to finish in under five minutes on
+two CPU cores; ``configs/design/ehrlich.yaml`` holds the same settings for ``cortex design``.
+"""
+
+from __future__ import annotations
+
+from cortex.design.job import DesignJobConfig, LoopSettings, ProblemConfig, TreeSettings
+from cortex.design.lambo2 import LaMBO2Config
+from cortex.design.surrogate import SurrogateSettings
+from cortex.errors import ConfigError
+
+QUICKSTART_VARIANT = "32,32,4,4,4"
+QUICKSTART_EVALUATIONS = 1024
+
+
+def quickstart_config(evaluations: int | None = None, seed: int = 0, out_dir: str = "cortex-quickstart") -> DesignJobConfig:
+    """The embedded default design job; ``evaluations`` overrides the budget, ``seed`` the instance and runs."""
+    budget = QUICKSTART_EVALUATIONS if evaluations is None else evaluations
+    problem = ProblemConfig(variant=QUICKSTART_VARIANT, random_seed=seed, initial_designs=128)
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget <= problem.initial_designs:
+        raise ConfigError(
+            f"--evaluations {budget} must exceed the {problem.initial_designs} initial designs it includes; "
+            f"pass e.g. --evaluations {QUICKSTART_EVALUATIONS}."
+        )
+    return DesignJobConfig(
+        problem=problem,
+        tree=TreeSettings(ensemble_size=4, width=32),
+        lambo=LaMBO2Config(num_steps=4, num_mutations=2, guidance_steps=4),
+        surrogate=SurrogateSettings(initial_steps=400, finetune_steps=40, target_transform="log"),
+        loop=LoopSettings(batch_size=64, budget=budget, num_chains=128, num_parents=16),
+        seed=seed,
+        out_dir=out_dir,
+        compare_ga=True,
+        register_as="quickstart-ehrlich-tree",
+    )

@@ -1,0 +1,279 @@
+"""The design surrogate: a small NeuralTree over an alphabet, and a compact fine-tuning loop.
+
+:func:`design_tree_config` builds the tree LaMBO-2 needs for a design problem: one char root over the
+problem's alphabet, a value branch carrying ensemble regressor leaves (one per objective) and an
+optional feasibility classifier, and a denoising-LM leaf on its own branch.
+
+:func:`fit_surrogate` trains (or fine-tunes, warm-started) every leaf with the leaf's own loss:
+regressors on the feasible designs' values (NaN targets of infeasible or failed designs are
+missing values the loss skips), the feasibility classifier on feasible vs infeasible, and the
+denoising LM on masked feasible designs (so it learns what feasible sequences look like). Each
+Adam step is one forward pass over a minibatch that is part clean, part masked: on masked rows the
+value heads learn the expected value given the visible tokens (no label smoothing), which is what
+saliency and guidance read. A fit is a fixed number of steps on uniformly drawn minibatches, so a
+design round's cost stays fixed as the data grows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from cortex.design.acquisition import DesignObjective, _split
+from cortex.errors import DesignError
+
+
+@dataclass(frozen=True)
+class SurrogateSettings:
+    """How the tree is trained before the first round and fine-tuned after each one.
+
+    Args:
+        initial_steps: Adam steps of the first fit (and of a resumed run's first fit).
+        finetune_steps: Adam steps after each round, warm-started from the previous weights.
+        batch_size: designs per minibatch.
+        lr: Adam learning rate.
+        weight_decay: AdamW weight decay.
+        target_transform: ``identity`` or ``log`` (``log(y + log_offset)``, for positive objectives
+            spanning orders of magnitude, such as Ehrlich products of motif presences).
+        log_offset: the offset of the ``log`` transform.
+        lm_data: which feasible designs teach the denoising LM: ``all``, or ``seeds`` (round 0 only). An
+            LM fitted on the optimizer's own population learns to copy the incumbent and stops proposing
+            anything new; one fitted on a diverse seed set models the feasible space instead.
+        corrupt_prob: fraction of each minibatch drawn from the LM's designs and masked (the rest is
+            drawn from every design and stays clean).
+        max_corrupt_frac: masked fractions are the root schedule's draws scaled into ``(0, max]``:
+            design masks a few positions at a time, so the LM trains where it is used.
+    """
+
+    initial_steps: int = 300
+    finetune_steps: int = 50
+    batch_size: int = 64
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    target_transform: str = "identity"
+    log_offset: float = 0.01
+    corrupt_prob: float = 0.5
+    lm_data: str = "all"
+    max_corrupt_frac: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("initial_steps", "finetune_steps", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "batch_size" else 0):
+                raise DesignError(f"surrogate.{name}={value!r} must be an integer >= {1 if name == 'batch_size' else 0}.")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise DesignError(f"surrogate.lr={self.lr!r} must be a positive number, e.g. 3e-3.")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise DesignError(f"surrogate.weight_decay={self.weight_decay!r} must be >= 0.")
+        if self.target_transform not in TARGET_TRANSFORMS:
+            raise DesignError(
+                f"surrogate.target_transform={self.target_transform!r} is not one of {', '.join(TARGET_TRANSFORMS)}."
+            )
+        if self.lm_data not in ("all", "seeds"):
+            raise DesignError(f"surrogate.lm_data={self.lm_data!r} is not one of all, seeds.")
+        for name in ("corrupt_prob", "max_corrupt_frac"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 < value <= 1.0):
+                raise DesignError(f"surrogate.{name}={value!r} must be in (0, 1].")
+        if not (isinstance(self.log_offset, (int, float)) and self.log_offset > 0):
+            raise DesignError(f"surrogate.log_offset={self.log_offset!r} must be > 0.")
+
+    def transform(self, values: torch.Tensor) -> torch.Tensor:
+        """Training targets from black-box values (non-finite stay non-finite)."""
+        return TARGET_TRANSFORMS[self.target_transform](values, self.log_offset)
+
+
+def _identity(y: torch.Tensor, offset: float) -> torch.Tensor:
+    return y
+
+
+def _log(y: torch.Tensor, offset: float) -> torch.Tensor:
+    # values below -offset have no log: they are treated as missing rather than clipped silently
+    return torch.where(y > -offset, torch.log((y + offset).clamp(min=1e-12)), torch.full_like(y, math.nan))
+
+
+TARGET_TRANSFORMS = {"identity": _identity, "log": _log}
+
+
+def design_tree_config(
+    alphabet: str,
+    length: int,
+    *,
+    objectives: tuple[str, ...] = ("value",),
+    feasibility_leaf: str | None = "feasible",
+    ensemble_size: int = 4,
+    width: int = 32,
+    root_kind: str = "conv1d",
+    kernel_size: int = 5,
+    num_blocks: int = 2,
+    pooling: str = "mean",
+):
+    """A :class:`~cortex.models.neural_tree.NeuralTreeConfig` for designing ``length``-long sequences over ``alphabet``.
+
+    Root ``sequence`` (char tokenizer over ``alphabet``, ``conv1d`` or ``transformer``), branch
+    ``value`` (conv1d, ``ensemble_size`` members) with one regressor leaf per objective and the
+    classifier ``feasibility_leaf`` (``None`` for none), branch ``lm`` with the denoising leaf ``mlm``.
+    """
+    from cortex.design.alphabet import check_alphabet
+    from cortex.models.neural_tree import NeuralTreeConfig
+
+    check_alphabet(alphabet)
+    if root_kind == "conv1d":
+        root = {"kind": "conv1d", "embed_dim": width, "hidden_dim": width, "out_dim": width,
+                "num_blocks": num_blocks, "kernel_size": kernel_size}
+    elif root_kind == "transformer":
+        root = {"kind": "transformer", "hidden_dim": width, "num_layers": num_blocks, "num_heads": 2}
+    else:
+        raise DesignError(f"root_kind={root_kind!r} is not one of conv1d, transformer.")
+    root.update({"tokenizer": "char", "chars": alphabet, "max_len": int(length)})
+    leaves = {
+        name: {"kind": "regressor", "branch": "value", "ensemble_size": ensemble_size} for name in objectives
+    }
+    if feasibility_leaf is not None:
+        leaves[feasibility_leaf] = {"kind": "classifier", "branch": "value", "ensemble_size": ensemble_size}
+    leaves["mlm"] = {"kind": "denoising_lm", "branch": "lm", "root": "sequence"}
+    return NeuralTreeConfig(
+        roots={"sequence": root},
+        branches={
+            "value": {"kind": "conv1d", "out_dim": width, "hidden_dim": width, "num_layers": 1,
+                      "kernel_size": kernel_size, "pooling": pooling},
+            "lm": {"kind": "mlp", "out_dim": width, "hidden_dim": width, "num_layers": 1},
+        },
+        leaves=leaves,
+    )
+
+
+@dataclass
+class DesignData:
+    """Evaluated designs as the surrogate sees them.
+
+    Attributes:
+        ids: ``(N, L)`` token ids of the tree's root.
+        values: ``(N, M)`` black-box objective values (``-inf`` infeasible, NaN failed).
+        rounds: ``(N,)`` the round each design was evaluated in (0 = seeds), or ``None``.
+    """
+
+    ids: torch.Tensor
+    values: torch.Tensor
+    rounds: torch.Tensor | None = None
+
+    @property
+    def failed(self) -> torch.Tensor:
+        """``(N,)`` designs whose evaluation failed (left out of every loss)."""
+        return torch.isnan(self.values).any(-1)
+
+    @property
+    def feasible(self) -> torch.Tensor:
+        """``(N,)`` designs with finite values in every objective."""
+        return torch.isfinite(self.values).all(-1)
+
+
+@dataclass
+class FitReport:
+    """What a fit did: steps run and the mean loss of its last tenth of steps, per leaf."""
+
+    steps: int
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+def fit_surrogate(
+    tree,
+    data: DesignData,
+    objective: DesignObjective,
+    *,
+    steps: int,
+    settings: SurrogateSettings,
+    lm_leaf: str,
+    root: str,
+    generator: torch.Generator | None = None,
+) -> FitReport:
+    """Train every leaf the design reads for ``steps`` Adam steps (see the module docstring).
+
+    ``objective.objectives[i]`` is trained on ``data.values[:, i]`` (transformed by
+    ``settings.target_transform``); each constraint leaf on feasible (its named class) vs infeasible.
+    """
+    from cortex.corruption import CorruptionParams, kind_weights
+
+    usable = ~data.failed
+    if steps == 0 or not bool(usable.any()):
+        return FitReport(steps=0)
+    if data.values.shape[1] != objective.num_objectives:
+        raise DesignError(
+            f"data has {data.values.shape[1]} objective columns but the objective names {objective.num_objectives}."
+        )
+    targets = settings.transform(data.values.float())  # (N, M), NaN/-inf where infeasible
+    targets = torch.where(torch.isfinite(targets), targets, torch.full_like(targets, math.nan))
+    leaf_targets = _leaf_targets(tree, objective, targets)
+    feasible = data.feasible & usable
+    for leaf, y in leaf_targets.items():
+        if bool(torch.isfinite(y).any()):
+            tree.fit_target_standardization(leaf, y[torch.isfinite(y).all(-1)])
+
+    rows = torch.nonzero(usable).flatten()
+    lm_rows = feasible.clone()
+    if settings.lm_data == "seeds" and data.rounds is not None and bool((lm_rows & (data.rounds == 0)).any()):
+        lm_rows &= data.rounds == 0
+    lm_pool = torch.nonzero(lm_rows).flatten()
+    mask_kind = kind_weights("mask")
+    schedule = tree.roots[root].schedule
+    # foreach: one fused update over the many small tensors of a tree, much faster on CPU
+    optimizer = torch.optim.AdamW(tree.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, foreach=True)
+    constraint_leaves = [_split(c, "")[0] for c in objective.constraints]
+    leaf_keys = list(dict.fromkeys([*leaf_targets, *constraint_leaves, lm_leaf]))
+    history: dict[str, list[float]] = {}
+    tree.train()
+    n_masked = round(settings.corrupt_prob * settings.batch_size)
+    n_lm = (n_masked + 1) // 2 if len(lm_pool) else 0
+    for _ in range(steps):
+        # one forward serves every leaf. Rows: clean ones from every evaluated design; masked ones
+        # from the LM's designs (the LM learns from those) and from every design (so the value heads
+        # learn to read partly masked versions of any design, as guidance needs)
+        n_clean = settings.batch_size - n_masked
+        picks = [rows[torch.randint(len(rows), (n_clean + n_masked - n_lm,), generator=generator)]]
+        if n_lm:
+            picks.append(lm_pool[torch.randint(len(lm_pool), (n_lm,), generator=generator)])
+        batch = torch.cat(picks)
+        clean = batch[:n_clean]
+        ids = data.ids[batch]
+        frac = schedule.sample_corrupt_frac(len(batch), generator) * settings.max_corrupt_frac
+        frac = torch.where(torch.arange(len(batch)) >= len(clean), frac, torch.zeros_like(frac))
+        params = CorruptionParams(frac=frac, kind=mask_kind)
+        out = tree({root: {"input_ids": ids, "attention_mask": torch.ones_like(ids)}},
+                   leaf_keys=leaf_keys, corruption={root: params})
+        # no label smoothing: on a masked row a value head learns E[y | visible tokens], so masking a
+        # position that does not matter leaves the prediction unchanged and saliency means something
+        losses: dict[str, torch.Tensor] = {}
+        for leaf, y in leaf_targets.items():
+            losses[leaf] = tree.leaf_loss(leaf, out, y[batch], alpha=0.0)
+        for name in objective.constraints:
+            leaf, c = _split(name, "")
+            good = 1 if c is None else c  # feasibility leaves are two-class: the other class is infeasible
+            labels = torch.where(feasible[batch], good, 1 - good)
+            losses[leaf] = tree.leaf_loss(leaf, out, labels, alpha=0.0)
+        # the LM learns what feasible sequences look like: masked positions of feasible rows only
+        lm_mask = out.root_outputs[root].is_corrupted & lm_rows[batch][:, None]
+        losses[lm_leaf] = tree.leaf_loss(lm_leaf, out, mask=lm_mask, alpha=0.0)
+        loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        for k, v in losses.items():
+            history.setdefault(k, []).append(float(v.detach()))
+    tree.eval()
+    tail = max(1, steps // 10)
+    return FitReport(steps=steps, losses={k: sum(v[-tail:]) / len(v[-tail:]) for k, v in history.items()})
+
+
+def _leaf_targets(tree, objective: DesignObjective, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Regressor leaf → ``(N, out_dim)`` targets, NaN where an output is not an objective."""
+    specs = tree.config.leaf_specs()
+    out: dict[str, torch.Tensor] = {}
+    for i, name in enumerate(objective.objectives):
+        leaf, k = _split(name, "objectives")
+        if leaf not in out:
+            out[leaf] = torch.full((targets.shape[0], specs[leaf].out_dim), math.nan)
+        # minimized objectives are trained on their raw values; DesignObjective negates predictions
+        out[leaf][:, 0 if k is None else k] = targets[:, i]
+    return out
