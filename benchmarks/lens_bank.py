@@ -1,0 +1,96 @@
+"""Per-token scoring latency: BatchedLensBank vs a per-probe loop, one JSON line per configuration.
+
+For N probes (MLPClassifier, half with LayerNorm) at width d, on a block of T tokens:
+
+- ``batched_ms_per_token``: one ``bank.logits(x (T, d))`` call, divided by T;
+- ``loop_ms_per_token``: the per-probe loop named by ``loop``:
+  ``per_probe`` calls every probe module once on the block ``(T, d)`` (for T = 1 this is a generation step);
+  ``per_token`` calls every probe on each token's ``(1, d)`` state, as a monitor that scores lenses one at
+  a time per token does (timed on ``loop_tokens_timed`` tokens; the cost per token does not depend on T);
+- ``max_abs_diff``: largest |bank − loop| logit over the block (float32).
+
+Usage: python benchmarks/lens_bank.py [--quick] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import torch
+
+from cortex.lenses.bank import BatchedLensBank
+from cortex.lenses.probes import MLPClassifier
+
+
+def _time(fn, repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def run(n: int, d: int, tokens: int, loop: str, device: str, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    mean, std = torch.randn(d) * 0.1, torch.rand(d) + 0.5
+    probes = {}
+    for i in range(n):
+        p = MLPClassifier(d, layer_norm=i % 2 == 0)
+        if p.norm is not None:
+            p.norm.weight.data.normal_(1.0, 0.1)
+            p.norm.bias.data.normal_(0.0, 0.1)
+        probes[f"c{i}"] = p.set_normalizer(mean, std).eval().to(device)
+    bank = BatchedLensBank(d, input_mean=mean, input_std=std, device=device)
+    bank.add(probes)
+    modules = [probes[name] for name in bank.names]
+    x = torch.randn(tokens, d, device=device)
+    big = n * d >= 2000 * 896
+    with torch.inference_mode():
+        batched = _time(lambda: bank.logits(x), 3 if big else 10) / tokens
+        ref = torch.stack([m(x) for m in modules], dim=1)
+        diff = float((bank.logits(x) - ref).abs().max())
+        if loop == "per_probe":
+            looped = _time(lambda: [m(x) for m in modules], 1 if big else 3) / tokens
+            timed = tokens
+        else:
+            timed = min(tokens, 2 if big else 4)
+            rows = [x[t:t + 1] for t in range(timed)]
+            looped = _time(lambda: [m(r) for r in rows for m in modules], 1) / timed
+    del probes, modules, bank
+    return {
+        "n_probes": n, "dim": d, "tokens": tokens, "loop": loop, "loop_tokens_timed": timed, "device": device,
+        "batched_ms_per_token": round(batched * 1e3, 4), "loop_ms_per_token": round(looped * 1e3, 4),
+        "ratio": round(looped / batched, 2), "max_abs_diff": float(f"{diff:.3g}"),
+        "platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="Only N = 50 and 500 at d = 384.")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads (1: a fair single-core comparison).")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    sizes = [50, 500] if args.quick else [50, 500, 2000, 8000]
+    dims = [384] if args.quick else [384, 896]
+    configs = [(1, "per_probe"), (32, "per_probe"), (32, "per_token")]
+    for d in dims:
+        for n in sizes:
+            for tokens, loop in configs:
+                print(json.dumps(run(n, d, tokens, loop, args.device)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
