@@ -22,8 +22,12 @@ COMMAND_MODULES: list[str] = [
     "cortex.cli.models",
     "cortex.cli.train",
     "cortex.cli.rag",
+    "cortex.cli.design",
     "cortex.cli.anomaly",
     "cortex.cli.route",
+    "cortex.cli.lens",
+    "cortex.cli.packs",
+    "cortex.cli.monitor",  # after cortex.cli.lens: adds `monitor` to the lens group (else a `steer` group)
 ]
 
 err_console = Console(stderr=True, highlight=False)
