@@ -97,7 +97,42 @@ class _StopForward(Exception):
     """Raised by the deepest hook when nothing after it is needed, to skip the remaining blocks."""
 
 
-class ActivationCapture:
+class LayerHooks:
+    """Forward hooks on ``blocks[i]`` for each of :meth:`_hooked_layers`, as a context manager.
+
+    Subclasses set ``self.blocks`` and ``self._handles = []`` and define ``_hook(layer)`` (the hook
+    function) and ``_hooked_layers()``. Entering registers every hook; an error while registering
+    removes the ones already added; leaving (even on error) removes them all.
+    """
+
+    blocks: Sequence[nn.Module]
+    _handles: list[Any]
+
+    def _hooked_layers(self) -> Sequence[int]:
+        raise TypeError(f"{type(self).__name__} must define _hooked_layers()")
+
+    def _hook(self, layer: int) -> Callable[..., Any]:
+        raise TypeError(f"{type(self).__name__} must define _hook(layer)")
+
+    def __enter__(self):
+        try:
+            for layer in self._hooked_layers():
+                self._handles.append(self.blocks[layer].register_forward_hook(self._hook(layer)))
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Detach every hook this object added (idempotent)."""
+        while self._handles:
+            self._handles.pop().remove()
+
+
+class ActivationCapture(LayerHooks):
     """Record the outputs of chosen blocks while the model runs; hooks are removed on exit, always.
 
     >>> with ActivationCapture(loaded.layers(), [1, 3]) as cap:
@@ -154,23 +189,8 @@ class ActivationCapture:
 
         return hook
 
-    def __enter__(self) -> "ActivationCapture":
-        try:
-            for i in self.layers:
-                self._handles.append(self.blocks[i].register_forward_hook(self._hook(i)))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        """Detach every hook this capture added (idempotent)."""
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+    def _hooked_layers(self) -> Sequence[int]:
+        return self.layers
 
     def run(self, fn: Callable[[], Any]) -> Any:
         """Call ``fn`` (a forward pass); returns its result, or ``None`` if the pass was stopped early."""

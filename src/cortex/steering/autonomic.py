@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from cortex.errors import ConfigError, InputError
-from cortex.lenses.capture import hidden_from_output, replace_hidden
+from cortex.lenses.capture import LayerHooks, hidden_from_output, replace_hidden
 from cortex.steering.vectors import ConceptVector, VectorSet, contrast_direction, probe_direction
 
 _BOUND_RE = re.compile(r"^\s*(?P<concept>[^<>=]+?)\s*(?P<op><=|>=)\s*(?P<value>[-+0-9.eE]+)\s*$")
@@ -145,7 +145,7 @@ def correction_direction(bound: Bound, concept: ConceptVector, opposite: Concept
     return contrast_direction(concept.direction, opposite.direction)
 
 
-class AutonomicController:
+class AutonomicController(LayerHooks):
     """Hooks that hold concepts within bounds during generation (see the module docstring).
 
     >>> rules = build_rules(pack, vectors, [Bound.parse("Deception<=0.3")], opposites)
@@ -227,21 +227,8 @@ class AutonomicController:
 
         return hook
 
-    def __enter__(self) -> "AutonomicController":
-        try:
-            for layer in sorted(self.by_layer):
-                self._handles.append(self.blocks[layer].register_forward_hook(self._hook(layer)))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        while self._handles:
-            self._handles.pop().remove()
+    def _hooked_layers(self) -> Sequence[int]:
+        return sorted(self.by_layer)
 
     def exceedance(self, concept: str | None = None, after: bool = True) -> float:
         """Fraction of readings (of ``concept``, or all) outside their bound, after (or before) correction."""

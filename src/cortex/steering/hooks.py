@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from cortex.errors import ConfigError, InputError
-from cortex.lenses.capture import hidden_from_output, replace_hidden
+from cortex.lenses.capture import LayerHooks, hidden_from_output, replace_hidden
 from cortex.steering.vectors import ConceptVector, contrast_direction
 
 POSITIONS = ("all", "last")
@@ -243,7 +243,7 @@ class SteeringSpec:
         return s.to(device).expand(batch) if s.numel() == 1 else s.to(device)
 
 
-class SteeringHooks:
+class SteeringHooks(LayerHooks):
     """Context manager that steers ``blocks`` (a model's decoder layers) with ``specs``.
 
     >>> spec = SteeringSpec(Additive(vec.direction), layers=[6], strength=0.2)
@@ -298,19 +298,5 @@ class SteeringHooks:
 
         return hook
 
-    def __enter__(self) -> "SteeringHooks":
-        try:
-            for layer in sorted(self.by_layer):
-                self._handles.append(self.blocks[layer].register_forward_hook(self._hook(layer)))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        """Detach every hook this object added (idempotent)."""
-        while self._handles:
-            self._handles.pop().remove()
+    def _hooked_layers(self) -> Sequence[int]:
+        return sorted(self.by_layer)
