@@ -77,14 +77,34 @@ def run_random(problem: Ehrlich, budget: int, seed: int) -> BlackBox:
     return black_box
 
 
+LAMBO_OVERRIDES: dict[str, dict[str, object]] = {}  # section -> field -> value, from --set
+
+
+def parse_override(text: str) -> tuple[str, str, object]:
+    """``section.field=value`` (e.g. ``lambo.saliency=gradient``) -> (section, field, YAML-parsed value)."""
+    import yaml
+
+    key, sep, raw = text.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not section or not name:
+        raise argparse.ArgumentTypeError(f"--set {text!r}: write section.field=value, e.g. lambo.saliency=gradient")
+    return section, name, yaml.safe_load(raw)
+
+
 @register("lambo2")
 def run_lambo2(problem: Ehrlich, budget: int, seed: int) -> BlackBox:
-    """LaMBO-2 (cortex.design.lambo2) with the settings of ``cortex quickstart``, from the shared initial set."""
+    """LaMBO-2 (cortex.design.lambo2) with the settings of ``cortex quickstart`` (plus any ``--set``
+    overrides), from the shared initial set."""
+    import dataclasses
+
     from cortex.design.job import ehrlich_design_loop
     from cortex.design.quickstart import quickstart_config
 
+    config = quickstart_config(seed=seed)
+    for section, fields in LAMBO_OVERRIDES.items():
+        config = dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section), **fields)})
     torch.manual_seed(seed)
-    loop = ehrlich_design_loop(problem, quickstart_config(seed=seed), budget=budget)
+    loop = ehrlich_design_loop(problem, config, budget=budget)
     loop.run(initial_designs(problem, seed))
     return loop.black_box
 
@@ -118,7 +138,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=4096, help="black-box evaluations per run")
     parser.add_argument("--methods", default="ga,random", help=f"comma-separated, from: {', '.join(METHODS)}")
     parser.add_argument("--problem-seed", type=int, default=None, help="fix the Ehrlich instance across seeds")
+    parser.add_argument("--set", dest="overrides", action="append", type=parse_override, default=[],
+                        metavar="SECTION.FIELD=VALUE",
+                        help="override a LaMBO-2 job setting (sections: tree, lambo, surrogate, loop), repeatable")
     args = parser.parse_args(argv)
+    for section, name, value in args.overrides:
+        if section not in ("tree", "lambo", "surrogate", "loop"):
+            parser.error(f"--set {section}.{name}: section must be one of tree, lambo, surrogate, loop")
+        LAMBO_OVERRIDES.setdefault(section, {})[name] = value
+    if LAMBO_OVERRIDES:
+        import dataclasses
+
+        from cortex.design.quickstart import quickstart_config
+
+        base = quickstart_config()
+        for section, fields in LAMBO_OVERRIDES.items():
+            known = {f.name for f in dataclasses.fields(getattr(base, section))}
+            for name in fields:
+                if name not in known:
+                    parser.error(f"--set {section}.{name}: unknown field; {section} has {sorted(known)}")
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -137,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             seconds = time.perf_counter() - start
             row = {"method": method, "variant": problem.config.variant, "seed": seed,
                    **summarize(black_box, args.budget), "seconds": round(seconds, 3)}
+            if method == "lambo2" and LAMBO_OVERRIDES:
+                row["settings"] = LAMBO_OVERRIDES
             if method == "ga":
                 ga_best = row["best"]
             rows.append(row)
