@@ -12,10 +12,10 @@ Configurations (each runs in a fresh process so peak memory is its own):
   padded by the collator, one step on the summed task losses (automatic optimization).
 * ``ours_compile`` — the same with ``torch.compile`` on the tree's forward (inductor).
 
-Each prints one JSON line: training samples per second (rows of all tasks, from the median step time
-over all rounds; configurations alternate round by round so that other jobs on a shared machine hit
-them alike), the best 10-step window, peak memory (RSS on CPU, ``max_memory_allocated`` on CUDA),
-and the ratio to the baseline. Usage::
+One JSON line gives, per configuration, training samples per second (rows of all tasks, from the
+median step time over all rounds; configurations alternate round by round so that other jobs on a
+shared machine hit them alike), the best 10-step window, peak memory (RSS on CPU,
+``max_memory_allocated`` on CUDA) and the ratio to the baseline, plus the machine. Usage::
 
     python benchmarks/train_throughput.py [--steps 40] [--rounds 3] [--warmup 10] [--device cpu|cuda] [--threads 1]
 """
@@ -217,12 +217,22 @@ def main() -> None:
             runs[config].append(json.loads(out.stdout.strip().splitlines()[-1]))
     results = {c: _summarize(r, BATCH * 2) for c, r in runs.items()}
     base = results.get("baseline")
-    machine = _machine(args.device)
-    for config, r in results.items():
-        line = {"benchmark": "train_throughput", **r,
-                "ratio_vs_baseline": round(r["samples_per_s"] / base["samples_per_s"], 2) if base else None,
-                "reference": f"ehrlich V=20 L=32, conv1d root 64, 2 tasks, batch {BATCH}/task", **machine}
-        print(json.dumps(line))
+    line = {
+        "benchmark": "train_throughput",
+        "reference": f"ehrlich V=20 L=32, {ROWS} rows, conv1d root 64, 2 tasks (value regression + denoising LM), "
+                     f"batch {BATCH}/task, AdamW",
+        "samples_per_s": {c: r["samples_per_s"] for c, r in results.items()},
+        "ratio_vs_baseline": ({c: round(r["samples_per_s"] / base["samples_per_s"], 2) for c, r in results.items()}
+                              if base else None),
+        "samples_per_s_best_window": {c: r["samples_per_s_best_window"] for c, r in results.items()},
+        "step_ms_median": {c: r["step_ms_median"] for c, r in results.items()},
+        "peak_memory_mb": {c: r["peak_memory_mb"] for c, r in results.items()},
+        "peak_memory_kind": next(iter(results.values()))["peak_memory_kind"],
+        "timed_steps_each": {c: r["timed_steps"] for c, r in results.items()},
+        "rounds": args.rounds,
+        "machine": {**_machine(args.device), "load_avg_1m": round(os.getloadavg()[0], 2)},
+    }
+    print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

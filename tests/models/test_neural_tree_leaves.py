@@ -49,6 +49,22 @@ def test_forward_is_the_natural_parameterization():
     np.testing.assert_allclose(out.loc.detach().numpy(), raw[..., :O].detach().numpy() * var, rtol=1e-12)
 
 
+def test_variance_floor_holds_in_the_loss_too():
+    leaf = _leaf(var_floor=0.5)
+    with torch.no_grad():  # raw second outputs of 3 and 40: variances 1/(2 softplus) below the 0.5 floor
+        for head in leaf.heads:
+            head[-1].weight.zero_()
+            head[-1].bias.copy_(torch.tensor([0.3, -0.2, 3.0, 40.0], dtype=torch.float64))
+    pooled = torch.randn(E, B, 5, dtype=torch.float64)
+    out = leaf(BranchOutput(features=pooled[:, :, None], attention_mask=torch.ones(B, 1, dtype=torch.bool), pooled=pooled), None)
+    np.testing.assert_allclose(out.scale.detach().numpy(), np.sqrt(0.5))
+    np.testing.assert_allclose(out.eta2.detach().numpy(), -1.0)  # -1 / (2 * floor)
+    y = torch.randn(B, O, dtype=torch.float64)
+    # the loss is the NLL of the floored Gaussian the leaf reports, not of the unfloored one
+    expected = -stats.norm.logpdf(y.numpy()[None], loc=out.loc.detach().numpy(), scale=np.sqrt(0.5)).mean()
+    assert leaf.loss(out, y).item() == pytest.approx(expected, rel=1e-10)
+
+
 def test_nll_matches_gaussian_log_density():
     leaf = _leaf()
     eta1, eta2 = _params(1)

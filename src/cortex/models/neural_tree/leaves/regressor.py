@@ -1,7 +1,8 @@
 """Gaussian regression leaves in the natural parameterization, with target standardization.
 
 The head emits two raw numbers per target; ``eta1`` is the first, ``eta2 = -softplus(second)``.
-Then ``variance = -1 / (2 eta2)`` floored at ``var_floor`` and ``mean = eta1 * variance``. The
+Then ``variance = -1 / (2 eta2)`` floored at ``var_floor`` (``eta2`` is kept ``>= -1 / (2 var_floor)``
+to match, so the loss sees the floored distribution too) and ``mean = eta1 * variance``. The
 loss is the Gaussian NLL in exponential-family form (:mod:`.losses`). With label smoothing
 ``alpha > 0`` (per example), the loss is instead ``KL(target || prediction)`` where the target is
 the moment average of ``N(0, 1)`` (weight ``alpha``) and ``N(y, nominal_label_var)``; an example
@@ -64,8 +65,10 @@ class GaussianLeaf(Leaf):
     def gaussian(self, raw: torch.Tensor):
         """Output dataclass from raw head outputs ``(..., 2 * O)``."""
         eta1, raw2 = raw.chunk(2, dim=-1)
-        eta2 = -F.softplus(raw2)
-        var = (-0.5 / eta2).clamp(min=self.var_floor)
+        # variance >= var_floor is eta2 >= -1 / (2 var_floor); flooring eta2 itself (not only the
+        # reported variance) keeps the loss, which reads eta2, on the distribution the leaf reports
+        eta2 = torch.clamp(-F.softplus(raw2), min=-0.5 / self.var_floor)
+        var = -0.5 / eta2
         mean = eta1 * var
         return self.output_class(
             loc=mean * self.target_std + self.target_mean,
