@@ -164,6 +164,8 @@ def test_killed_finetune_resumes(tiny_qwen_dir, cortex_home, tmp_path):
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert list(ckpt_root.glob("*/checkpoint/state.json")), "no checkpoint was written before the kill"
+    ckpt = next(ckpt_root.glob("*/checkpoint"))
+    assert (ckpt / "rng.safetensors").is_file() and not list(ckpt.glob("rng.pt"))  # no pickle to resume
     assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
     ft = Registry().get("tiny-resumed").extra["finetune"]
     assert ft["resumed_from_step"] >= 5 and ft["steps"] == 400
@@ -172,3 +174,113 @@ def test_killed_finetune_resumes(tiny_qwen_dir, cortex_home, tmp_path):
 def test_usage_errors_are_short(capsys):
     code, out, err = run(capsys, "no-such-command")
     assert code == 2 and "No such command" in err and "Traceback" not in err
+
+
+def test_list_table_keeps_long_names_and_checks_kind(capsys, tiny_qwen_dir):
+    long_name = "a-rather-long-model-name-that-a-rich-table-would-have-cut-20261203-042544"
+    assert run(capsys, "import-model", str(tiny_qwen_dir), "--name", long_name)[0] == 0
+    code, out, _ = run(capsys, "models", "list")
+    assert code == 0 and long_name in out.splitlines()[1]
+    code, _, err = run(capsys, "models", "list", "--kind", "modle")
+    assert code == 1 and "Did you mean 'model'" in err
+
+
+def test_generate_refuses_an_encoder_before_printing(capsys, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from cortex.data.tokenizers import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    BertModel(BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32)).save_pretrained(tmp_path / "bert")
+    tok.save_pretrained(tmp_path / "bert")
+    assert run(capsys, "import-model", str(tmp_path / "bert"), "--name", "enc")[0] == 0
+    code, out, err = run(capsys, "generate", "enc", "hello")
+    assert code == 1 and out == "" and "cannot generate text" in err
+
+
+def test_ctrl_c_and_exit_codes_come_back_from_commands(capsys, monkeypatch, tiny_qwen_dir):
+    import cortex.hub.importer
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cortex.hub.importer, "import_model", interrupted)
+    code, _, err = run(capsys, "import-model", str(tiny_qwen_dir))
+    assert code == 130 and "interrupted" in err and "Traceback" not in err
+
+
+def test_unreachable_hub_is_one_clear_line(capsys):
+    import httpx2
+    from huggingface_hub import set_client_factory
+    from huggingface_hub.utils._http import default_client_factory
+
+    def no_network(request):
+        raise httpx2.ConnectError("[Errno -2] Name or service not known", request=request)
+
+    set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(no_network)))
+    try:
+        code, _, err = run(capsys, "import-model", "Qwen/Qwen2.5-0.5B", "--revision", "v1")
+    finally:
+        set_client_factory(default_client_factory)
+    assert code == 1 and "Could not reach the Hub for 'Qwen/Qwen2.5-0.5B'" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 3
+
+
+def test_registry_commands_start_without_torch(tmp_path):
+    """`cortex --help`, `models list` and friends never import torch or transformers (start-up speed)."""
+    code = (
+        "import sys; from cortex.cli.main import main; "
+        "assert main(['models', 'list']) == 0 and main(['models', 'list', '--json']) == 0; "
+        "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    env = {**os.environ, "CORTEX_HOME": str(tmp_path / "h")}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.parametrize("first_import", [
+    "import cortex",
+    "import cortex.models.char_lm",  # transformers first imported from inside a cortex model module
+    "from cortex.models.neural_tree import NeuralTreeConfig",
+    "import transformers, cortex",
+])
+def test_import_cortex_registers_auto_classes(first_import):
+    code = (
+        f"{first_import}\n"
+        "from transformers import AutoConfig\n"
+        "assert type(AutoConfig.for_model('cortex_char_lm')).__name__ == 'CharLMConfig'\n"
+        "assert type(AutoConfig.for_model('neural_tree')).__name__ == 'NeuralTreeConfig'\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+
+
+def test_selection_by_config_resolves_registry_names_and_builds_char_lm(capsys, tiny_qwen_dir, tmp_path):
+    from cortex.errors import ConfigError
+    from cortex.hub.selection import build_model
+    from cortex.training.finetune import FinetuneRun
+
+    assert run(capsys, "import-model", str(tiny_qwen_dir), "--name", "tiny")[0] == 0
+    model, _, family = build_model({"model_name": "tiny"})  # inference: a name resolves through the registry
+    assert family.name == "qwen" and model.config.hidden_size == 32
+    model, tok, family = build_model({"model_name": None, "char_lm": {"hidden_size": 24, "num_hidden_layers": 3}})
+    assert family.name == "char_lm" and model.config.hidden_size == 24 and model.config.vocab_size == len(tok)
+    with pytest.raises(ConfigError, match="max_stepz"):
+        FinetuneRun.from_mapping({"model_name": "tiny", "max_stepz": 3})
+
+    (tmp_path / "t.txt").write_text("abcabc " * 100)
+    (tmp_path / "run.yaml").write_text(  # training: model_name null = the built-in char_lm from the config
+        "model_name: null\nchar_lm: {hidden_size: 24, num_hidden_layers: 2, num_attention_heads: 4}\n"
+        "data: t.txt\nmax_steps: 7\nblock_size: 16\nbatch_size: 3\nname: from-config\n"
+    )
+    code, _, err = run(capsys, "finetune", "--config", str(tmp_path / "run.yaml"))
+    assert code == 0, err
+    e = Registry().get("from-config")
+    assert e.family == "char_lm" and e.fine_tuned_from is None and e.extra["finetune"]["steps"] == 7
+    assert e.extra["finetune"]["model_selection"]["char_lm"]["hidden_size"] == 24
+    (tmp_path / "ft.json").write_text(json.dumps({"model_name": "tiny", "data": "t.txt", "max_steps": 3,
+                                                  "block_size": 16, "name": "tiny-from-config"}))
+    assert run(capsys, "finetune", "--config", str(tmp_path / "ft.json"))[0] == 0
+    assert Registry().get("tiny-from-config").fine_tuned_from == "tiny"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cortex.errors import ChecksumError, InvalidNameError, NameTakenError, UnknownNameError
+from cortex.errors import ChecksumError, InvalidNameError, NameTakenError, RegistryError, UnknownNameError
 from cortex.hub import Registry, safe_join, validate_name
 
 
@@ -113,3 +113,51 @@ def test_orphan_folders_and_dead_staging_are_swept(cortex_home):
     _add(reg, "ok")
     assert not (root / "half-written").exists()
     assert not (root / ".staging" / "999999999-dead").exists()
+
+
+def test_damaged_index_names_the_fix_and_rebuild_restores_it(cortex_home):
+    reg = Registry()
+    _add(reg, "a")
+    _add(reg, "b", fine_tuned_from="a")
+    reg.set_alias("best", "b")
+    index = cortex_home / "models" / "registry.json"
+    index.write_text("{not json")
+    with pytest.raises(RegistryError, match="cortex models rebuild-index"):
+        reg.names()
+    assert reg.rebuild_index() == ["a", "b"]
+    assert reg.get("b").fine_tuned_from == "a" and reg.aliases() == {}
+    assert reg.verify("b") == {"changed": [], "missing": [], "extra": []}
+
+
+def test_lost_index_never_sweeps_complete_entries(cortex_home):
+    reg = Registry()
+    _add(reg, "kept")
+    (cortex_home / "models" / "registry.json").unlink()
+    _add(reg, "new")  # the next write must not delete what only a rebuild can still find
+    assert (cortex_home / "models" / "kept").is_dir()
+    assert reg.rebuild_index() == ["kept", "new"]
+
+
+def test_entry_moved_aside_by_a_killed_process_is_put_back(cortex_home):
+    """`rm` (and replace) move the folder into staging, then rewrite the index; a SIGKILL between the two
+    leaves the index naming a folder that is gone. The next write restores it rather than deleting it."""
+    reg = Registry()
+    _add(reg, "victim", content=b"weights")
+    root = cortex_home / "models"
+    (root / ".staging").mkdir(exist_ok=True)
+    (root / "victim").rename(root / ".staging" / "999999999-rm-deadbeef")
+    _add(reg, "other")
+    assert (root / "victim").is_dir() and not list((root / ".staging").iterdir())
+    assert reg.verify("victim") == {"changed": [], "missing": [], "extra": []}
+
+
+def test_cli_rebuild_index(cortex_home, capsys):
+    from cortex.cli.main import main
+
+    _add(Registry(), "x")
+    (cortex_home / "models" / "registry.json").write_text("")
+    assert main(["models", "list"]) == 1
+    assert "rebuild-index" in capsys.readouterr().err
+    assert main(["models", "rebuild-index"]) == 0 and "1 entries" in capsys.readouterr().out
+    assert main(["models", "list", "--json"]) == 0
+    assert [e["name"] for e in json.loads(capsys.readouterr().out)] == ["x"]

@@ -59,13 +59,17 @@ def _root(
     """cortex command line."""
     if home:
         os.environ["CORTEX_HOME"] = os.path.abspath(os.path.expanduser(home))
-    # the CLI shows its own progress; silence library bars and never reach for the network implicitly
+    # the CLI shows its own progress: silence library bars and info logs. Environment variables rather
+    # than transformers' logging API, so that commands which never touch a model never import
+    # transformers (and torch) at all.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    from transformers.utils import logging as hf_logging
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:  # imported already (in-process callers such as tests)
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
 
 
 for _module in COMMAND_MODULES:
@@ -80,7 +84,9 @@ def _is_click_exception(e: Exception) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a :class:`CortexError` prints one line and exits non-zero, without a traceback."""
     try:
-        app(args=argv, standalone_mode=False)
+        # in non-standalone mode typer *returns* the code of a `typer.Exit` (and turns Ctrl-C into
+        # Exit(130)) instead of raising it, so the return value is the exit status
+        rv = app(args=argv, standalone_mode=False)
     except CortexError as e:
         err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
         return e.exit_code
@@ -97,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             e.show()
             return e.exit_code
         raise
-    return 0
+    if rv == 130:
+        err_console.print("[bold red]interrupted[/]: nothing partial was kept.")
+    return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cortex.cli._common import console, human_bytes, registry
+from cortex.cli._common import console, human_bytes, print_columns, registry
 
 models_app = typer.Typer(help="List, inspect, copy, remove and verify registry entries.", no_args_is_help=True)
 
@@ -43,17 +43,21 @@ def list_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List registry entries."""
+    from cortex.errors import ConfigError
+    from cortex.hub.entry import KINDS
+
+    if kind is not None and kind not in KINDS:
+        raise ConfigError.bad_choice("--kind", kind, KINDS)
     entries = registry().list(kind)
     if as_json:
         typer.echo(json.dumps([e.to_dict() for e in entries]))
         return
-    from rich.table import Table
-
-    table = Table("NAME", "KIND", "FAMILY", "SIZE", "PARENT", "CREATED", box=None)
-    for e in entries:
-        table.add_row(e.name, e.kind, e.family or "", human_bytes(e.size_bytes),
-                      ", ".join(e.all_parents()), e.created_at)
-    console.print(table)
+    rows = [
+        (e.name, e.kind, e.family or "-", human_bytes(e.size_bytes), ", ".join(e.all_parents()) or "-",
+         e.created_at[:16].replace("T", " "))
+        for e in entries
+    ]
+    print_columns(("NAME", "KIND", "FAMILY", "SIZE", "PARENT", "CREATED (UTC)"), rows)
 
 
 @models_app.command("show")
@@ -131,6 +135,13 @@ def verify_cmd(name: str = typer.Argument(None, help="Registry name (default: ev
         )
 
 
+@models_app.command("rebuild-index")
+def rebuild_index_cmd() -> None:
+    """Rewrite the registry index from each entry folder's metadata.json (after a damaged or lost index)."""
+    names = registry().rebuild_index()
+    console.print(f"rebuilt the index: {len(names)} entries")
+
+
 @models_app.command("families")
 def families_cmd() -> None:
     """List the architecture families cortex can import."""
@@ -176,8 +187,13 @@ def new_cmd(
 
 
 def finetune_cmd(
-    name: str = typer.Argument(..., help="Registry model to fine-tune (a causal LM)."),
-    data: Path = typer.Option(..., "--data", help=".txt, .jsonl (field 'text') or a local HF dataset folder."),
+    name: str = typer.Argument(None, help="Registry model to fine-tune (a causal LM); or give --config."),
+    data: Path = typer.Option(None, "--data", help=".txt, .jsonl (field 'text') or a local HF dataset folder."),
+    config: Path = typer.Option(
+        None, "--config",
+        help="Run config (.yaml/.json): model_name (registry name, or null for a fresh char_lm built from its "
+             "'char_lm' keys), data, name and any training setting. Replaces the setting options below.",
+    ),
     new_name: str = typer.Option(None, "--name", help="Name of the result (default: {base}-finetuned-{timestamp})."),
     max_steps: int = typer.Option(100, "--max-steps", help="Optimizer steps."),
     lr: float = typer.Option(5e-4, "--lr", help="Peak learning rate (cosine decay)."),
@@ -191,17 +207,39 @@ def finetune_cmd(
     """Fine-tune a registry causal LM on text; resumes from its last checkpoint if killed."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from cortex.training.finetune import FinetuneSettings, finetune
+    from cortex.errors import ConfigError
+    from cortex.hub.selection import ModelSelection
+    from cortex.training.finetune import FinetuneRun, FinetuneSettings, finetune
 
-    s = FinetuneSettings(max_steps=max_steps, lr=lr, batch_size=batch_size, block_size=block_size, lora=lora,
-                         text_field=text_field, save_every=save_every, seed=seed)
-    with Progress(TextColumn("[bold]finetune"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console) as progress:
-        task = progress.add_task("steps", total=max_steps, loss="-")
-        entry = finetune(
-            name, data, name=new_name, settings=s, registry=registry(),
-            on_step=lambda step, loss: progress.update(task, completed=step, loss=f"{loss:.4f}"),
-        )
+    if config is not None:
+        if name is not None:
+            raise ConfigError(f"Give the model either as NAME ({name!r}) or as model_name in --config, not both.")
+        run = FinetuneRun.from_file(config)
+        base, s = run.selection, run.settings
+        data = data or (Path(run.data) if run.data else None)
+        new_name = new_name or run.name
+    else:
+        if name is None:
+            raise ConfigError("Name the registry model to fine-tune (cortex finetune NAME --data FILE) or pass --config.")
+        base = ModelSelection(model_name=name)
+        s = FinetuneSettings(max_steps=max_steps, lr=lr, batch_size=batch_size, block_size=block_size, lora=lora,
+                             text_field=text_field, save_every=save_every, seed=seed)
+    if data is None:
+        raise ConfigError("No training data: pass --data FILE (or set 'data' in the --config file).")
+    progress = Progress(TextColumn("[bold]finetune"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console)
+    task = progress.add_task("steps", total=s.max_steps, loss="-")
+
+    def on_step(step: int, loss: float) -> None:
+        # the bar appears with the first step, so bad input fails with only its error line
+        if not progress.live.is_started:
+            progress.start()
+        progress.update(task, completed=step, loss=f"{loss:.4f}")
+
+    try:
+        entry = finetune(base, data, name=new_name, settings=s, registry=registry(), on_step=on_step)
+    finally:
+        progress.stop()
     ft = entry.extra["finetune"]
     resumed = f", resumed from step {ft['resumed_from_step']}" if ft["resumed_from_step"] else ""
     console.print(
@@ -230,6 +268,11 @@ def generate_cmd(
     if quantize not in (None, "int8"):
         raise InputError(f"--quantize {quantize!r} is not supported; the only option is 'int8'.")
     loaded = load_model(name, registry=registry())
+    if loaded.family.task != "causal_lm":
+        raise InputError(
+            f"{name!r} is in family {loaded.family.name!r} ({loaded.family.task}), which cannot generate text. Pick a "
+            "causal LM entry (family qwen or char_lm in: cortex models list)."
+        )
     model = loaded.model
     if quantize == "int8":
         from cortex.generation import quantize_int8

@@ -8,6 +8,7 @@ register. An error, Ctrl-C or a full disk leaves the registry exactly as it was.
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import os
@@ -107,13 +108,7 @@ def _pickles(folder: Path) -> list[Path]:
 def _fetch_hub(source: Source, dest: Path, allow_pickle: bool) -> tuple[str, str | None]:
     """Download ``source`` pinned to its resolved commit into ``dest``; returns (commit, license)."""
     from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
     try:
         info = HfApi().model_info(source.repo_id, revision=source.revision)
@@ -131,10 +126,10 @@ def _fetch_hub(source: Source, dest: Path, allow_pickle: bool) -> tuple[str, str
             f"No model repository {source.repo_id!r} on the Hub (or it is private). Check the id, or log in "
             "with `hf auth login` for a private repo."
         ) from e
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
+    except Exception as e:  # transport failures come as httpx, OSError or hub errors alike: no network here
         raise SourceError(
-            f"Could not reach the Hub for {source.repo_id!r} ({type(e).__name__}: {e}). Check the network, "
-            "or import a local folder instead."
+            f"Could not reach the Hub for {source.repo_id!r} ({type(e).__name__}: {e}). Check the network "
+            "(and HF_ENDPOINT / HF_HUB_OFFLINE), or import a local folder instead."
         ) from e
     files = [s.rfilename for s in (info.siblings or [])]
     if "config.json" not in files:
@@ -151,7 +146,15 @@ def _fetch_hub(source: Source, dest: Path, allow_pickle: bool) -> tuple[str, str
     ignore = [f"*{s}" for s in PICKLE_SUFFIXES] if has_safe else []
     # other frameworks' weights are never needed
     ignore += ["*.msgpack", "*.h5", "*.onnx", "*.ot", "*.tflite", "*.gguf", "onnx/*", "openvino/*"]
-    snapshot_download(source.repo_id, revision=info.sha, local_dir=dest, ignore_patterns=ignore)
+    try:
+        snapshot_download(source.repo_id, revision=info.sha, local_dir=dest, ignore_patterns=ignore)
+    except Exception as e:  # HTTP or transport errors mid-download
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            raise  # the staging folder turns this into "disk full"
+        raise SourceError(
+            f"Downloading {source.repo_id!r} at {info.sha} failed ({type(e).__name__}: {e}). Nothing was "
+            "registered; re-run the import."
+        ) from e
     shutil.rmtree(dest / ".cache", ignore_errors=True)
     card = info.card_data.to_dict() if getattr(info, "card_data", None) is not None else {}
     license_id = card.get("license") or next(

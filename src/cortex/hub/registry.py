@@ -136,8 +136,8 @@ class Registry:
             data = json.loads(self.index_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise RegistryError(
-                f"The registry index {self.index_path} is not valid JSON ({e}). Restore it from "
-                f"the entries' metadata.json files with: cortex models verify --rebuild-index"
+                f"The registry index {self.index_path} is not valid JSON ({e}). Rebuild it from "
+                f"the entries' metadata.json files with: cortex models rebuild-index"
             ) from e
         data.setdefault("entries", {})
         data.setdefault("aliases", {})
@@ -222,15 +222,63 @@ class Registry:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _sweep(self, data: dict[str, Any]) -> None:
-        """Remove staging folders of dead processes and entry folders the index does not list."""
+        """Remove staging folders of dead processes and entry folders the index does not list.
+
+        A process killed between moving an entry's folder aside (``rm``, or ``register`` with
+        ``on_conflict="replace"``) and rewriting the index leaves an index entry without its folder;
+        the moved-aside folder is then put back instead of being deleted.
+        """
         if self.staging_root.is_dir():
             for d in self.staging_root.iterdir():
                 pid = d.name.split("-", 1)[0]
-                if not pid.isdigit() or not _pid_alive(int(pid)):
+                if pid.isdigit() and _pid_alive(int(pid)):
+                    continue
+                if not self._restore_if_orphaned(d, data):
                     shutil.rmtree(d, ignore_errors=True)
+        index_lost = not self.index_path.exists()
         for d in self.root.iterdir():
             if d.is_dir() and not d.name.startswith(".") and d.name not in data["entries"]:
+                if index_lost and (d / METADATA_FILE).is_file():
+                    continue  # no index to trust: a complete entry folder is kept for rebuild_index
                 shutil.rmtree(d, ignore_errors=True)
+
+    def _restore_if_orphaned(self, folder: Path, data: dict[str, Any]) -> bool:
+        """Move ``folder`` back to ``<name>/`` if the index lists exactly its metadata but not its folder."""
+        try:
+            meta = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
+            name = meta["name"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        if not isinstance(name, str) or data["entries"].get(name) != meta or (self.root / name).exists():
+            return False
+        validate_name(name)
+        os.replace(folder, self.root / name)
+        return True
+
+    def rebuild_index(self) -> list[str]:
+        """Rewrite ``registry.json`` from the ``metadata.json`` of every entry folder; returns the names.
+
+        The recovery path for an index that was edited by hand or lost. Aliases live only in the
+        index, so they are kept when the old index is readable and dropped otherwise.
+        """
+        with self.locked():
+            try:
+                aliases = json.loads(self.index_path.read_text(encoding="utf-8")).get("aliases", {})
+            except (OSError, ValueError, AttributeError):
+                aliases = {}
+            entries: dict[str, Any] = {}
+            for d in sorted(self.root.iterdir()):
+                if not d.is_dir() or d.name.startswith("."):
+                    continue
+                try:
+                    entry = RegistryEntry.from_dict(json.loads((d / METADATA_FILE).read_text(encoding="utf-8")))
+                except (OSError, ValueError, TypeError):
+                    continue  # not an entry folder (or a damaged one): left alone, not indexed
+                if entry.name == d.name:
+                    entries[entry.name] = entry.to_dict()
+            aliases = {a: n for a, n in aliases.items() if n in entries} if isinstance(aliases, dict) else {}
+            self._write_index({"entries": entries, "aliases": aliases})
+        return sorted(entries)
 
     def _write_index(self, data: dict[str, Any]) -> None:
         data["version"] = INDEX_VERSION

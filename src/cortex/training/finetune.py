@@ -14,8 +14,8 @@ import math
 import os
 import random
 import shutil
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,10 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from cortex.errors import ConfigError, DataError
+from cortex.errors import ConfigError, DataError, RegistryError
 from cortex.hub.entry import RegistryEntry
 from cortex.hub.paths import validate_name
 from cortex.hub.registry import Registry, atomic_write_text
+from cortex.hub.selection import ModelSelection
 
 
 @dataclass
@@ -134,10 +135,15 @@ def _lr_at(step: int, s: FinetuneSettings) -> float:
 
 
 def _apply_lora(model: nn.Module, s: FinetuneSettings) -> nn.Module:
+    import warnings
+
     from peft import LoraConfig, get_peft_model
 
     cfg = LoraConfig(r=s.lora_rank, lora_alpha=s.lora_alpha, target_modules="all-linear", lora_dropout=0.0)
-    return get_peft_model(model, cfg)
+    with warnings.catch_warnings():
+        # peft still reads transformers' deprecated `is_gradient_checkpointing`; nothing for users to act on
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, cfg)
 
 
 def _save_checkpoint(folder: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, losses: list[float]) -> None:
@@ -150,9 +156,11 @@ def _save_checkpoint(folder: Path, model: nn.Module, opt: torch.optim.Optimizer,
     save_file(state, str(tmp / "model.safetensors"))
     # optimizer state is plain tensors and numbers; weights_only=True loads it back without pickle code
     torch.save(opt.state_dict(), tmp / "optimizer.pt")
-    rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    torch.save(rng, tmp / "rng.pt")
-    atomic_write_text(tmp / "state.json", json.dumps({"step": step, "losses": losses}))
+    save_file({"torch_rng": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+    py_version, py_state, py_gauss = random.getstate()
+    atomic_write_text(tmp / "state.json", json.dumps({
+        "step": step, "losses": losses, "python_rng": [py_version, list(py_state), py_gauss],
+    }))
     old = folder.with_name(folder.name + ".old")
     if folder.exists():
         os.replace(folder, old)
@@ -165,15 +173,70 @@ def _load_checkpoint(folder: Path, model: nn.Module, opt: torch.optim.Optimizer)
 
     model.load_state_dict(load_file(str(folder / "model.safetensors")))
     opt.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-    rng = torch.load(folder / "rng.pt", weights_only=False)  # our own file: RNG state holds a Python tuple
-    torch.set_rng_state(rng["torch"])
-    random.setstate(rng["python"])
+    torch.set_rng_state(load_file(str(folder / "rng.safetensors"))["torch_rng"])
     state = json.loads((folder / "state.json").read_text())
+    py_version, py_state, py_gauss = state["python_rng"]
+    random.setstate((py_version, tuple(py_state), py_gauss))
     return state["step"], state["losses"]
 
 
+@dataclass
+class FinetuneRun:
+    """A fine-tuning run config (YAML or JSON): the model selection, the data, the result's name and
+    the :class:`FinetuneSettings`, all as top-level keys::
+
+        model_name: qwen2.5-0.5b        # a registry name; null = cortex's built-in char_lm
+        char_lm: {hidden_size: 64, num_hidden_layers: 2}   # architecture when model_name is null
+        data: notes.txt
+        max_steps: 200
+    """
+
+    selection: ModelSelection
+    settings: FinetuneSettings
+    data: str | None = None
+    name: str | None = None
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any]) -> "FinetuneRun":
+        if not isinstance(cfg, Mapping):
+            raise ConfigError(f"A fine-tuning run config is a mapping of keys, got {type(cfg).__name__}.")
+        sel_keys = {f.name for f in fields(ModelSelection)}
+        set_keys = {f.name for f in fields(FinetuneSettings)}
+        known = sel_keys | set_keys | {"data", "name"}
+        unknown = [k for k in cfg if k not in known]
+        if unknown:
+            raise ConfigError.unknown_key(unknown[0], known, "the fine-tuning run config")
+        if "model_name" not in cfg:
+            raise ConfigError(
+                "The fine-tuning run config has no 'model_name'. Set it to a registry name, or to null for "
+                "cortex's built-in char_lm (architecture under 'char_lm')."
+            )
+        return cls(
+            selection=ModelSelection.from_mapping({k: v for k, v in cfg.items() if k in sel_keys}),
+            settings=FinetuneSettings(**{k: v for k, v in cfg.items() if k in set_keys}),
+            data=cfg.get("data"), name=cfg.get("name"),
+        )
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "FinetuneRun":
+        """Read a ``.yaml``/``.yml``/``.json`` run config; a relative ``data`` path is taken from the file's folder."""
+        import yaml
+
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"Run config {str(path)!r} does not exist. Pass a .yaml or .json file.")
+        try:
+            cfg = yaml.safe_load(p.read_text(encoding="utf-8"))  # JSON is YAML too
+        except yaml.YAMLError as e:
+            raise ConfigError(f"Run config {str(path)!r} is not valid YAML/JSON ({e}). Fix the file.") from e
+        run = cls.from_mapping(cfg if cfg is not None else {})
+        if run.data is not None and not Path(run.data).is_absolute():
+            run.data = str(p.parent / run.data)
+        return run
+
+
 def finetune(
-    base: str,
+    base: str | ModelSelection | Mapping[str, Any],
     data: str | os.PathLike,
     *,
     name: str | None = None,
@@ -181,26 +244,42 @@ def finetune(
     registry: Registry | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> RegistryEntry:
-    """Fine-tune registry model ``base`` on ``data`` and register the result.
+    """Fine-tune a causal LM on ``data`` and register the result.
 
-    Returns the new entry, named ``name`` or ``{base}-finetuned-{YYYYmmdd-HHMMSS}``, with
-    ``fine_tuned_from=base`` and the settings and final loss in ``extra``; ``on_step(step, loss)``
-    is called after every optimizer step (the CLI's progress bar).
+    ``base`` is a registry name, or a model selection (:class:`~cortex.hub.selection.ModelSelection`
+    or its mapping, as in a run config): ``model_name`` resolves through the registry, and
+    ``model_name=None`` trains cortex's built-in char_lm from scratch with the selection's ``char_lm``
+    architecture. Returns the new entry, named ``name`` or ``{base}-finetuned-{YYYYmmdd-HHMMSS}``
+    (``char_lm-trained-...`` from scratch), with ``fine_tuned_from=base`` and the settings and final
+    loss in ``extra``; ``on_step(step, loss)`` is called after every optimizer step (the CLI's bar).
     """
     from cortex.hub.loading import load_model
+    from cortex.hub.selection import build_model
 
     s = settings or FinetuneSettings()
     reg = registry or Registry()
     if name is not None:
         validate_name(name)
-    base_entry = reg.get(base)
+    if isinstance(base, str):
+        sel = ModelSelection(model_name=base)
+    elif isinstance(base, ModelSelection):
+        sel = base
+    else:
+        sel = ModelSelection.from_mapping(base)
+    base_entry = reg.get(sel.model_name) if sel.model_name is not None else None
     texts = read_texts(data, s.text_field)
-    loaded = load_model(base_entry.name, registry=reg)
-    model, tok = loaded.model, loaded.tokenizer
-    if loaded.family.task != "causal_lm":
+    if base_entry is not None:
+        loaded = load_model(base_entry.name, registry=reg)
+        model, tok, family = loaded.model, loaded.tokenizer, loaded.family
+        base_key = base_entry.name
+    else:
+        torch.manual_seed(s.seed)  # the fresh weights are part of the run, so a resumed run rebuilds them alike
+        model, tok, family = build_model(sel, registry=reg)
+        base_key = "char_lm:" + json.dumps(asdict(sel), sort_keys=True)
+    if family.task != "causal_lm":
         raise ConfigError(
-            f"{base!r} is a {loaded.family.name} ({loaded.family.task}) model; fine-tuning here trains causal LMs. "
-            "Pick a causal LM entry (cortex models list)."
+            f"{sel.model_name!r} is in family {family.name!r} ({family.task}); fine-tuning here trains causal "
+            "LMs. Pick a causal LM entry (family qwen or char_lm in: cortex models list)."
         )
     max_len = getattr(model.config, "max_position_embeddings", None) or 10**9
     block = min(s.block_size, max_len - 1)
@@ -214,12 +293,18 @@ def finetune(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
 
-    key = run_key(base_entry.name, data, s, name)
+    key = run_key(base_key, data, s, name)
     run_dir = reg.home / "runs" / "finetune" / key
     ckpt = run_dir / "checkpoint"
     step, losses = 0, []
     if ckpt.exists():
-        step, losses = _load_checkpoint(ckpt, model, opt)
+        try:
+            step, losses = _load_checkpoint(ckpt, model, opt)
+        except (OSError, KeyError, ValueError, RuntimeError) as e:
+            raise RegistryError(
+                f"The resume checkpoint {ckpt} is unreadable ({type(e).__name__}: {e}). Delete it to start this "
+                f"fine-tune over: rm -r {run_dir}"
+            ) from e
     resumed_from = step
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -248,16 +333,22 @@ def finetune(
         model = model.merge_and_unload()
     model.eval()
     final_loss = float(sum(losses[-10:]) / len(losses[-10:]))
-    new_name = name or f"{base_entry.name}-finetuned-{datetime.now():%Y%m%d-%H%M%S}"
+    stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
+    if base_entry is not None:
+        new_name = name or f"{base_entry.name}-finetuned-{stamp}"
+        lineage = dict(model_id=base_entry.model_id, family=base_entry.family, fine_tuned_from=base_entry.name,
+                       license=base_entry.license, license_accepted=base_entry.license_accepted)
+    else:
+        new_name = name or f"char_lm-trained-{stamp}"
+        lineage = dict(model_id="cortex/char_lm", family=family.name, license="apache-2.0")
     with reg.stage() as tmp:
-        loaded.family.save(model, tok, tmp)
+        family.save(model, tok, tmp)
         entry = reg.register(
-            tmp, name=new_name, kind="model", source="custom", on_conflict="version",
-            model_id=base_entry.model_id, family=base_entry.family, fine_tuned_from=base_entry.name,
-            license=base_entry.license, license_accepted=base_entry.license_accepted,
+            tmp, name=new_name, kind="model", source="custom", on_conflict="version", **lineage,
             extra={"finetune": {**asdict(s), "data": str(Path(data).resolve()), "steps": step,
                                 "final_loss": final_loss, "first_loss": losses[0] if losses else None,
-                                "resumed_from_step": resumed_from}},
+                                "resumed_from_step": resumed_from, "model_selection": asdict(sel)},
+                   "params": sum(p.numel() for p in model.parameters())},
         )
     shutil.rmtree(run_dir, ignore_errors=True)
     return entry
