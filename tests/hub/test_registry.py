@@ -161,3 +161,14 @@ def test_cli_rebuild_index(cortex_home, capsys):
     assert main(["models", "rebuild-index"]) == 0 and "1 entries" in capsys.readouterr().out
     assert main(["models", "list", "--json"]) == 0
     assert [e["name"] for e in json.loads(capsys.readouterr().out)] == ["x"]
+
+
+def test_model_selection_validates_its_fields():
+    from cortex.errors import ConfigError
+    from cortex.hub.selection import ModelSelection
+
+    assert ModelSelection.from_mapping({"model_name": None, "char_lm": None}).char_lm == {}
+    for bad, field_name in (({"char_lm": 3}, "char_lm"), ({"model_name": 5}, "model_name"),
+                            ({"chars": ""}, "chars"), ({"modle_name": "x"}, "model_name")):
+        with pytest.raises(ConfigError, match=field_name):
+            ModelSelection.from_mapping(bad)

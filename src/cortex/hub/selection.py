@@ -29,7 +29,24 @@ class ModelSelection:
         for key in cfg:
             if key not in known:
                 raise ConfigError.unknown_key(key, known, "model selection")
-        return cls(**dict(cfg))
+        values = dict(cfg)
+        if values.get("char_lm") is None:  # `char_lm:` left empty in YAML means "defaults"
+            values.pop("char_lm", None)
+        elif not isinstance(values["char_lm"], Mapping):
+            raise ConfigError(
+                f"char_lm={values['char_lm']!r} must be a mapping of CharLMConfig fields, e.g. "
+                "char_lm: {num_hidden_layers: 2, hidden_size: 64}."
+            )
+        model_name = values.get("model_name")
+        if model_name is not None and (not isinstance(model_name, str) or not model_name.strip()):
+            raise ConfigError(
+                f"model_name={model_name!r} must be a registry name (see `cortex models list`) or null for the "
+                "built-in char_lm."
+            )
+        chars = values.get("chars")
+        if chars is not None and (not isinstance(chars, str) or not chars):
+            raise ConfigError(f"chars={chars!r} must be a non-empty string of characters, or null for printable ASCII.")
+        return cls(**values)
 
 
 def build_model(selection: ModelSelection | Mapping[str, Any], registry: Registry | None = None):
