@@ -51,7 +51,9 @@ def run(n: int, d: int, tokens: int, loop: str, device: str, seed: int = 0) -> d
             p.norm.bias.data.normal_(0.0, 0.1)
         probes[f"c{i}"] = p.set_normalizer(mean, std).eval().to(device)
     bank = BatchedLensBank(d, input_mean=mean, input_std=std, device=device)
-    bank.add(probes)
+    names = list(probes)
+    for i in range(0, n, 500):  # in chunks: one add of 8,000 d=896 probes would stack ~4 GB of temporaries
+        bank.add({k: probes[k] for k in names[i:i + 500]})
     modules = [probes[name] for name in bank.names]
     x = torch.randn(tokens, d, device=device)
     big = n * d >= 2000 * 896
@@ -81,10 +83,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="Only N = 50 and 500 at d = 384.")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (1: a fair single-core comparison).")
+    ap.add_argument("--sizes", default=None, help="Comma-separated probe counts (default: 50,500,2000,8000).")
+    ap.add_argument("--dims", default=None, help="Comma-separated widths (default: 384,896).")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sizes = [50, 500] if args.quick else [50, 500, 2000, 8000]
     dims = [384] if args.quick else [384, 896]
+    if args.sizes:
+        sizes = [int(v) for v in args.sizes.split(",")]
+    if args.dims:
+        dims = [int(v) for v in args.dims.split(",")]
     configs = [(1, "per_probe"), (32, "per_probe"), (32, "per_token")]
     for d in dims:
         for n in sizes:

@@ -120,3 +120,12 @@ def test_lazy_pack_reads_only_requested_rows(tmp_path, tiny_bert, mini_pack_dir)
     assert lazy.layers[2].tensors == {}
     x = torch.randn(3, 12)
     torch.testing.assert_close(lazy.layers[2].probe("Vehicle")(x), eager.layers[2].probe("Vehicle")(x))
+    # select: one gather per tensor when loaded, rows from disk when lazy; same tensors, in the asked order
+    order = ["Vehicle", "Animal"]
+    got, want = eager.layers[2].select(order), lazy.layers[2].select(order)
+    assert set(got) == set(want)
+    for k in got:
+        torch.testing.assert_close(got[k], want[k])
+        torch.testing.assert_close(got[k][0], eager.layers[2].tensors[k][eager.layers[2].index("Vehicle")])
+    with pytest.raises(PackError, match="'Plant' has no probe at layer 2"):
+        eager.layers[2].select(["Animal", "Plant"])

@@ -104,7 +104,12 @@ class LayerProbes:
 
     def select(self, concepts: Iterable[str]) -> dict[str, torch.Tensor]:
         """Stacked tensors ``(k, …)`` of ``concepts`` (in that order)."""
-        rows = self.rows(list(concepts))
+        concepts = list(concepts)
+        if self.tensors:  # one gather per tensor, not a copy per row (a 1,000-concept layer is ~100 MB)
+            slot = {c: i for i, c in enumerate(self.order)}
+            idx = torch.tensor([slot[c] if c in slot else self.index(c) for c in concepts], dtype=torch.long)
+            return {k: v.index_select(0, idx) for k, v in self.tensors.items()}
+        rows = self.rows(concepts)
         return {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
 
 
