@@ -3,7 +3,8 @@
 Each question in ``benchmarks/data/rag_queries.jsonl`` was written from the code and names the
 file and the function (or class / method) that answers it. A retrieved chunk is relevant when it
 is in that file and is that symbol (or a window of it, or the small class that contains it).
-Prints one JSON line per mode: recall@5, MRR@10 and nDCG@10, with ratios against BM25.
+Prints one JSON line per mode: recall@5, MRR@10 and nDCG@10, with ratios against BM25. The hybrid
+fusion settings are the library's defaults, chosen by ``rag_tune.py`` on separate tuning questions.
 
     python benchmarks/rag_eval.py [--root .] [--index-dir DIR]
 """
@@ -42,6 +43,25 @@ def metrics(flags: list[bool], n_relevant: int) -> dict[str, float]:
             "ndcg@10": dcg / idcg}
 
 
+def open_repo_index(root: Path, folder: Path, question_file: Path | None = None):
+    """The repository's index in ``folder``, brought up to date → ``(index, update report, seconds, excludes)``.
+
+    The question files (``benchmarks/data`` and ``question_file``) are left out: they would answer themselves.
+    """
+    from cortex.retrieval.files import DEFAULT_EXCLUDES
+    from cortex.retrieval.index import CodeIndex
+
+    index = CodeIndex.open(folder)
+    root = root.resolve()
+    excludes = list(DEFAULT_EXCLUDES)
+    for path in (HERE / "data", question_file):
+        if path is not None and root in Path(path).resolve().parents:
+            excludes.append("/" + Path(path).resolve().relative_to(root).as_posix())
+    t0 = time.perf_counter()
+    report = index.update(root, excludes=excludes)
+    return index, report, time.perf_counter() - t0, excludes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=str(HERE.parent), help="repository to index (default: this one)")
@@ -52,21 +72,12 @@ def main() -> None:
     import torch
 
     from cortex.retrieval.files import DEFAULT_EXCLUDES
-    from cortex.retrieval.index import CodeIndex
 
     torch.set_num_threads(1)  # one intra-op thread: on a shared CPU, more threads slow single queries down
     queries = [json.loads(x) for x in Path(args.queries).read_text().splitlines() if x.strip()]
     tmp = None if args.index_dir else tempfile.TemporaryDirectory()
-    folder = Path(args.index_dir or tmp.name) / "index"
-    index = CodeIndex.open(folder)
-    root = Path(args.root).resolve()
-    excludes = list(DEFAULT_EXCLUDES)
-    qfile = Path(args.queries).resolve()
-    if root in qfile.parents:  # the questions must not be searchable: they would answer themselves
-        excludes.append("/" + qfile.relative_to(root).as_posix())
-    t0 = time.perf_counter()
-    report = index.update(root, excludes=excludes)
-    index_s = time.perf_counter() - t0
+    index, report, index_s, excludes = open_repo_index(Path(args.root), Path(args.index_dir or tmp.name) / "index",
+                                                      Path(args.queries))
     n_rel = {i: sum(relevant(c, q) for c in index.chunks.values()) for i, q in enumerate(queries)}
     missing = [q["symbol"] for i, q in enumerate(queries) if n_rel[i] == 0]
     if missing:
@@ -96,6 +107,7 @@ def main() -> None:
             "chunks": len(index), "files": len(index.files), "index_seconds": round(index_s, 1),
             "chunks_embedded": report.chunks_embedded, "excluded": excludes[len(DEFAULT_EXCLUDES):],
             "embedder": index.collection.embedder.id,
+            "fusion": vars(index.fusion) if mode == "hybrid" else None,
             **info,
         }))
     if tmp is not None:

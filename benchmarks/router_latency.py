@@ -7,7 +7,13 @@ feature cache after the first run). Every decision is *cold*: its text was never
 MiniLM encoder runs (except in the ``cached_text`` line, which repeats one text). Texts are
 ``short`` task-like texts (the first sentence of a held-out prompt, at most 100 characters) or the
 full held-out ``prompt`` (MMLU/GSM8K questions, up to 256 tokens). ``int8`` runs the encoder with
-dynamic int8 quantization (``--quantize``). One torch thread in-process and in the server.
+dynamic int8 quantization (``--quantize``); ``fp32`` and ``int8`` serve a TorchScript trace of the
+encoder, ``fp32_eager`` the plain HF forward. One torch thread in-process and in the server.
+
+In-process configurations are timed interleaved, text by text, so they meet the same background
+load; besides wall-clock percentiles each line has ``cpu_p50_ms`` / ``cpu_p99_ms``, the thread's CPU
+time per decision, which other processes on the machine do not inflate. HTTP load comes from a
+minimal keep-alive client (``--clients`` connections) so the load generator costs little CPU.
 
 One JSON line per configuration; ``ratio_p50_vs_fp32_short`` compares with the in-process fp32
 short-text line. Goals: p99 <= 10 ms in-process for one task text, >= 200 decisions/s over HTTP.
@@ -46,17 +52,28 @@ def percentiles(ms: list[float]) -> dict:
             "mean_ms": float(a.mean())}
 
 
-def in_process(router, texts: list[str], repeat_one: bool = False) -> dict:
-    router._cache.clear()
-    router.route("warm-up task")  # one-off allocations are not a decision's cost
-    times = []
+def in_process(routers: dict, texts: list[str], repeat_one: bool = False) -> dict:
+    """Time each router on the same texts, interleaved text by text, so that every configuration
+    meets the same background load (this machine is shared). Wall and thread-CPU milliseconds."""
+    for r in routers.values():
+        r._cache.clear()
+        r.route("warm-up task")  # one-off allocations are not a decision's cost
+    wall = {k: [] for k in routers}
+    cpu = {k: [] for k in routers}
     for t in texts:
-        if not repeat_one:
-            router._cache.clear()
-        t0 = time.perf_counter()
-        router.route(texts[0] if repeat_one else t)
-        times.append((time.perf_counter() - t0) * 1000)
-    return percentiles(times)
+        for k, r in routers.items():
+            if not repeat_one:
+                r._cache.clear()
+            c0, t0 = time.thread_time(), time.perf_counter()
+            r.route(texts[0] if repeat_one else t)
+            wall[k].append((time.perf_counter() - t0) * 1000)
+            cpu[k].append((time.thread_time() - c0) * 1000)
+    out = {}
+    for k in routers:
+        c = np.asarray(cpu[k])
+        out[k] = {**percentiles(wall[k]), "cpu_p50_ms": float(np.percentile(c, 50)),
+                  "cpu_p99_ms": float(np.percentile(c, 99))}
+    return out
 
 
 def free_port() -> int:
@@ -65,38 +82,69 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def http_load(url: str, texts: list[str], clients: int) -> dict:
-    import httpx
+class KeepAliveClient:
+    """A minimal HTTP/1.1 keep-alive client on one connection (asyncio streams).
 
+    The load generator shares the machine's two cores with the server; a full client library
+    spends more CPU per request than the server's own HTTP handling, so it would measure itself.
+    """
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader = self.writer = None
+
+    async def post(self, path: str, body: dict) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        data = json.dumps(body).encode()
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        length = next(int(x.split(":", 1)[1]) for x in lines[1:] if x.lower().startswith("content-length:"))
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def http_load(url: str, texts: list[str], clients: int) -> dict:
+    host, port = url.rsplit("/", 1)[-1].split(":")
     queue: asyncio.Queue = asyncio.Queue()
     for i, t in enumerate(texts):
         queue.put_nowait((i, t))
     lat, codes = [], {}
 
-    async def worker(client):
+    async def worker(client: KeepAliveClient):
         while True:
             try:
                 i, t = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
             t0 = time.perf_counter()
-            r = await client.post(url + "/route", json={"text": t, "task_id": f"bench-{i}"})
+            status, body = await client.post("/route", {"text": t, "task_id": f"bench-{i}"})
             lat.append((time.perf_counter() - t0) * 1000)
-            codes[r.status_code] = codes.get(r.status_code, 0) + 1
+            codes[status] = codes.get(status, 0) + 1
+            if i == 0 and status == 200:
+                json.loads(body)["master"]  # a real decision came back
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        await client.post(url + "/route", json={"text": "warm-up task"})
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(clients)))
-        wall = time.perf_counter() - t0
+    conns = [KeepAliveClient(host, int(port)) for _ in range(clients)]
+    for c in conns:
+        await c.post("/route", {"text": "warm-up task"})
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in conns))
+    wall = time.perf_counter() - t0
+    for c in conns:
+        await c.close()
     return {**percentiles(lat), "decisions_per_s": len(texts) / wall, "status_codes": codes, "clients": clients}
 
 
 def serve(home: str, router: str, quantize: bool) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "cortex.cli.main", "--home", home, "route", "serve", "--router", router,
-           "--port", str(port), "--threads", "1"] + (["--quantize"] if quantize else [])
+           "--port", str(port), "--threads", "1", "--quantize" if quantize else "--no-quantize"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
     url = f"http://127.0.0.1:{port}"
     import httpx
@@ -157,12 +205,15 @@ def main() -> None:
     register_router(router, name="bench-router", registry=reg)
     base = {**machine(), "load_avg_1m_at_start": os.getloadavg()[0]}
     lines = []
-    fp32 = Router.load(reg.path("bench-router"))
-    int8 = Router.load(reg.path("bench-router"), quantize=True)
-    for label, r in (("fp32", fp32), ("int8", int8)):
-        lines.append({"mode": "in_process", "encoder": label, "texts": "short", **in_process(r, shorts[: args.n])})
-        lines.append({"mode": "in_process", "encoder": label, "texts": "prompt", **in_process(r, prompts)})
-    lines.append({"mode": "in_process", "encoder": "fp32", "texts": "cached_text", **in_process(fp32, prompts, True)})
+    routers = {"fp32": Router.load(reg.path("bench-router")), "int8": Router.load(reg.path("bench-router"), quantize=True),
+               "fp32_eager": Router.load(reg.path("bench-router"), trace=False)}
+    traced = {k: r._serving_encoder().traced for k, r in routers.items()}
+    for texts_label, texts in (("short", shorts[: args.n]), ("prompt", prompts)):
+        for label, stats in in_process(routers, texts).items():
+            lines.append({"mode": "in_process", "encoder": label, "traced": traced[label], "texts": texts_label, **stats})
+    for label, stats in in_process({k: routers[k] for k in ("fp32", "int8")}, prompts, repeat_one=True).items():
+        lines.append({"mode": "in_process", "encoder": label, "traced": traced[label], "texts": "cached_text", **stats})
+    fp32, int8 = routers["fp32"], routers["int8"]
     agree = np.mean([a.master == b.master for a, b in zip(fp32.route_many(prompts), int8.route_many(prompts))])
     for quantize in (False, True):
         proc, url = serve(home, "bench-router", quantize)
@@ -171,14 +222,14 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-        lines.append({"mode": "http", "encoder": "int8" if quantize else "fp32", "texts": "short", **stats})
+        lines.append({"mode": "http", "encoder": "int8" if quantize else "fp32", "traced": True, "texts": "short",
+                      **stats})
     ref = lines[0]["p50_ms"]
     for line in lines:
         line["ratio_p50_vs_fp32_short"] = line["p50_ms"] / ref
         if line["encoder"] == "int8":
             line["int8_fp32_agreement"] = float(agree)
         print(json.dumps({**line, **base, "load_avg_1m_at_end": os.getloadavg()[0]}), flush=True)
-
 
 if __name__ == "__main__":
     main()

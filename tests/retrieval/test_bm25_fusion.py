@@ -8,7 +8,7 @@ import pytest
 
 from cortex.errors import ConfigError
 from cortex.retrieval.bm25 import BM25, code_tokens
-from cortex.retrieval.fusion import reciprocal_rank_fusion
+from cortex.retrieval.fusion import FusionConfig, reciprocal_rank_fusion, relative_score_fusion
 
 
 def bm25_by_formula(docs: list[list[str]], query: list[str], k1: float, b: float) -> list[float]:
@@ -63,3 +63,28 @@ def test_rrf_closed_form():
 def test_rrf_rejects_mismatched_weights():
     with pytest.raises(ConfigError, match="one weight per ranking"):
         reciprocal_rank_fusion([["a"], ["b"]], weights=[1.0])
+
+
+def test_relative_score_fusion_closed_form():
+    dense = [("a", 0.9), ("b", 0.5), ("c", 0.4)]
+    bm25 = [("c", 12.0), ("d", 7.0), ("a", 2.0)]
+    fused = dict(relative_score_fusion([dense, bm25], weights=[0.3, 0.7]))
+    # min-max per list: dense a=1, b=0.2, c=0; bm25 c=1, d=0.5, a=0
+    assert fused == pytest.approx({"a": 0.3, "b": 0.3 * 0.2, "c": 0.7, "d": 0.7 * 0.5})
+    assert [d for d, _ in relative_score_fusion([dense, bm25], [0.3, 0.7])] == ["c", "d", "a", "b"]
+    # a list of equal scores gives each of its documents full marks; an empty list gives nothing
+    assert dict(relative_score_fusion([[("x", 3.0), ("y", 3.0)], []])) == {"x": 1.0, "y": 1.0}
+
+
+def test_fusion_config_fuses_by_its_method_and_validates():
+    dense, bm25 = [("a", 0.9), ("b", 0.1)], [("b", 5.0), ("c", 1.0)]
+    rrf = FusionConfig("rrf", bm25_weight=0.5, rrf_k=60)
+    assert rrf.fuse(dense, bm25) == reciprocal_rank_fusion([["a", "b"], ["b", "c"]], [0.5, 0.5], 60)
+    assert FusionConfig("score", bm25_weight=0.8).fuse(dense, bm25)[0][0] == "b"
+    assert FusionConfig("score", bm25_weight=0.0).fuse(dense, bm25)[0][0] == "a"
+    with pytest.raises(ConfigError, match="fusion.method"):
+        FusionConfig("max")
+    with pytest.raises(ConfigError, match="bm25_weight"):
+        FusionConfig(bm25_weight=1.5)
+    with pytest.raises(ConfigError, match="rrf_k"):
+        FusionConfig(rrf_k=0)

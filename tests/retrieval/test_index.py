@@ -45,7 +45,10 @@ def test_hybrid_ranks_record_both_lists(built):
     index, _ = built
     hit = index.search("gaussian kernel lengthscale", k=1, mode="hybrid").hits[0]
     assert hit.chunk.name == "gaussian_kernel" and set(hit.ranks) == {"dense", "bm25"}
-    assert hit.score == pytest.approx(1 / (60 + hit.ranks["dense"]) + 1 / (60 + hit.ranks["bm25"]))
+    f = index.fusion  # RRF by default: w_dense / (k + rank_dense) + w_bm25 / (k + rank_bm25)
+    assert f.method == "rrf"
+    assert hit.score == pytest.approx((1 - f.bm25_weight) / (f.rrf_k + hit.ranks["dense"])
+                                      + f.bm25_weight / (f.rrf_k + hit.ranks["bm25"]))
 
 
 def test_incremental_update(repo, tmp_path, embedder):

@@ -67,17 +67,3 @@ def test_registry_round_trip_and_evaluation(router, synthetic_frame):
     assert rep.duration_mae > 0
     with pytest.raises(RoutingError, match="no .*router.json|not a router folder"):
         Router.load(reg.path(entry.name) / "tokenizer_text")
-
-
-def test_quantized_router_routes_and_refuses_to_save(router, tmp_path):
-    q = Router(type(router.model).from_pretrained(_saved(router, tmp_path)), router.policy, router.rules, router.knn)
-    q.quantize()
-    texts = ["deploy the docker build", "audit the password vault for injection"]
-    assert all(d.master in MASTERS for d in q.route_many(texts))
-    with pytest.raises(RoutingError, match="quantized"):
-        q.save(tmp_path / "q")
-
-
-def _saved(router, tmp_path):
-    router.model.save_pretrained(tmp_path / "m")
-    return tmp_path / "m"

@@ -54,6 +54,20 @@ def test_bad_input_never_500(setup, payload, status):
     assert r.status_code == status, r.text
 
 
+def test_chunked_body_without_length_is_limited_too(setup):
+    _, _, client = setup
+
+    def chunks(text):  # a generator body is sent with transfer-encoding: chunked, no content-length
+        body = json.dumps({"text": text}).encode()
+        for i in range(0, len(body), 1000):
+            yield body[i:i + 1000]
+
+    headers = {"content-type": "application/json"}
+    assert client.post("/route", content=chunks("x" * 3990), headers=headers).status_code == 413
+    r = client.post("/route", content=chunks("deploy the build"), headers=headers)
+    assert r.status_code == 200 and r.json()["master"] in MASTERS
+
+
 def test_model_failure_is_routed_by_rules(setup, trained, tmp_path):
     router, log, _ = setup
     broken = Router(type(trained.model)(trained.model.config), router.policy, router.rules, None, name="broken")

@@ -15,7 +15,7 @@ _EXPORTS = {
     "TruncationWarning": "embedder", "default_embedder": "embedder",
     "VectorBackend": "backend", "EmbeddedBackend": "backend", "EmbeddedConfig": "backend",
     "register_backend": "backend",
-    "BM25": "bm25", "reciprocal_rank_fusion": "fusion",
+    "BM25": "bm25", "reciprocal_rank_fusion": "fusion", "relative_score_fusion": "fusion", "FusionConfig": "fusion",
     "CodeIndex": "index", "IndexUpdate": "index", "SearchHit": "index", "SearchResult": "index",
     "default_index_dir": "index", "SEARCH_MODES": "index",
     "TemplateStore": "templates", "TemplateVersion": "templates",

@@ -2,7 +2,8 @@
 
 Updates are incremental: a file whose sha256 is unchanged is not re-read, re-chunked or re-embedded;
 a changed file's chunks are replaced; a file that disappeared leaves the index. Search modes are
-a registry keyed by name (``dense``, ``bm25``, ``hybrid``); hybrid fuses the other two by RRF.
+a registry keyed by name (``dense``, ``bm25``, ``hybrid``); hybrid fuses the other two as
+:class:`~cortex.retrieval.fusion.FusionConfig` says.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from cortex.retrieval.chunking import Chunk, ChunkingConfig, chunk_file, chunk_i
 from cortex.retrieval.collection import Collection, Progress
 from cortex.retrieval.embedder import Embedder, default_embedder
 from cortex.retrieval.files import DEFAULT_EXCLUDES, SkippedFile, SourceFile, inspect_file, read_text, walk_files
-from cortex.retrieval.fusion import reciprocal_rank_fusion
+from cortex.retrieval.fusion import FusionConfig
 
 KIND = "code-index"
 
@@ -99,9 +100,10 @@ class CodeIndex:
     'src/cortex/hub/paths.py:L22-L45'
     """
 
-    def __init__(self, collection: Collection, chunking: ChunkingConfig):
+    def __init__(self, collection: Collection, chunking: ChunkingConfig, fusion: FusionConfig | None = None):
         self.collection = collection
         self.chunking = chunking
+        self.fusion = fusion or FusionConfig()  # how ``hybrid`` fuses; a query-time setting, not stored
         self._chunks: dict[str, Chunk] = {i: Chunk.from_dict(r) for i, r in collection.records.items()}
         self._bm25: tuple[BM25, list[str]] | None = None
 
@@ -315,7 +317,7 @@ def _hybrid(index: CodeIndex, query: str, depth: int, result: SearchResult) -> R
     for lst in (dense, sparse_):
         for doc, _, r in lst:
             ranks.setdefault(doc, {}).update(r)
-    fused = reciprocal_rank_fusion([[d for d, _, _ in dense], [d for d, _, _ in sparse_]])
+    fused = index.fusion.fuse([(d, s) for d, s, _ in dense], [(d, s) for d, s, _ in sparse_])
     return [(doc, s, ranks[doc]) for doc, s in fused]
 
 

@@ -13,13 +13,14 @@ Main entry points::
 
 Modules: :mod:`.data` (ingestion, validation, parquet), :mod:`.masters`, :mod:`.rules`,
 :mod:`.context` (numeric context root), :mod:`.model` (RouterConfig/RouterModel on the NeuralTree),
-:mod:`.embedding_cache`, :mod:`.features`, :mod:`.training`, :mod:`.calibration`, :mod:`.metrics`,
+:mod:`.embedding_cache`, :mod:`.features`, :mod:`.encoder` (the fast serving path of the text root), :mod:`.training`, :mod:`.calibration`, :mod:`.metrics`,
 :mod:`.knn`, :mod:`.policy`, :mod:`.router`, :mod:`.evaluation`, :mod:`.loop`, :mod:`.service`,
 :mod:`.prometheus`.
 """
 
 from cortex.routing.calibration import fit_temperature
 from cortex.routing.data import IngestReport, ingest_labeled, ingest_logs, read_training_set, write_parquet
+from cortex.routing.encoder import TextEncoder
 from cortex.routing.evaluation import EvalReport, evaluate_router
 from cortex.routing.knn import KNNMemory
 from cortex.routing.loop import PromotionRule, ShadowRouter, promote, register_router, retrain, rollback
@@ -32,7 +33,7 @@ from cortex.routing.training import TrainConfig, TrainResult, train_router
 
 __all__ = [
     "Decision", "EvalReport", "IngestReport", "KNNMemory", "Master", "PolicyConfig", "PromotionRule", "Router",
-    "RouterConfig", "RouterModel", "RouterOutput", "RouterPredictions", "RuleSet", "ShadowRouter", "TrainConfig",
+    "RouterConfig", "RouterModel", "RouterOutput", "RouterPredictions", "RuleSet", "ShadowRouter", "TextEncoder", "TrainConfig",
     "TrainResult", "evaluate_router", "fit_temperature", "ingest_labeled", "ingest_logs", "load_masters", "promote",
     "read_training_set", "register_router", "retrain", "rollback", "train_router", "write_parquet",
 ]

@@ -51,11 +51,12 @@ class EvalReport:
 
 
 def frame_features(router: Router, frame: pd.DataFrame, use_cache: bool = True) -> np.ndarray:
-    """``(N, H)`` text features of a frame: through the disk cache for an fp32 router, else computed."""
+    """``(N, H)`` text features of a frame as the router serves them: through the disk cache for an
+    fp32 router, else computed (a quantized router's int8 features are never cached)."""
     texts = frame["text"].astype(str).tolist()
     if use_cache and not router.quantized and router.model.config.freeze_text:
         return feature_cache(router.model).features(texts, lambda b: encode_texts(router.model, b))
-    return np.concatenate([encode_texts(router.model, texts[i:i + 64]) for i in range(0, len(texts), 64)]) \
+    return np.concatenate([router.encode(texts[i:i + 64]) for i in range(0, len(texts), 64)]) \
         if texts else np.zeros((0, 1), np.float32)
 
 

@@ -14,7 +14,6 @@ import json
 import os
 import threading
 import time
-import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,9 +27,10 @@ from cortex.errors import InputError, RoutingError
 from cortex.hub.registry import Registry, atomic_write_text
 from cortex.routing.context import request_context
 from cortex.routing.data import write_parquet
+from cortex.routing.encoder import TextEncoder
 from cortex.routing.features import encode_texts
 from cortex.routing.knn import KNNMemory
-from cortex.routing.model import TEXT_ROOT, RouterModel, RouterPredictions
+from cortex.routing.model import RouterModel, RouterPredictions
 from cortex.routing.policy import Decision, PolicyConfig, Prediction, decide
 from cortex.routing.rules import RuleSet
 
@@ -66,13 +66,16 @@ class Router:
         knn: memory of successful past decisions, or ``None``.
         name: registry name (reported in every decision).
         meta: the ``router.json`` content (training settings and figures).
-        cache_size: texts whose features are kept in memory (repeated tasks skip the encoder).
+        cache_size: texts whose features are kept in memory, least recently used dropped first
+            (repeated tasks skip the encoder).
+        trace: serve the text encoder as a TorchScript trace (see :class:`~cortex.routing.encoder.TextEncoder`);
+            tracing costs about a second once, so one-shot commands turn it off.
     """
 
     def __init__(
         self, model: RouterModel, policy: PolicyConfig | None = None, rules: RuleSet | None = None,
         knn: KNNMemory | None = None, name: str | None = None, meta: dict[str, Any] | None = None,
-        cache_size: int = 4096,
+        cache_size: int = 4096, trace: bool = True,
     ):
         self.model = model.eval()
         self.masters = list(model.masters)
@@ -84,6 +87,8 @@ class Router:
         self.name = name
         self.meta = dict(meta or {})
         self.quantized = False
+        self._trace = trace
+        self._encoder: TextEncoder | None = None
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()  # fast tokenizers are not safe to call from several threads at once
@@ -95,12 +100,14 @@ class Router:
     def load(
         cls, name_or_path: str | os.PathLike, *, registry: Registry | None = None,
         policy: Mapping[str, Any] | None = None, rules: str | os.PathLike | None = None, quantize: bool = False,
+        trace: bool = True,
     ) -> "Router":
         """A router from a registry name (or alias such as ``router:champion``) or a router folder.
 
         ``policy`` overrides fields of the saved policy; ``rules`` replaces the saved rules with a
         YAML file; ``quantize`` runs the text encoder with int8 dynamic quantization (faster on CPU,
-        features differ slightly from the fp32 ones the heads were trained on).
+        features differ slightly from the fp32 ones the heads were trained on); ``trace`` as in
+        :class:`Router`.
         """
         folder, name = Path(name_or_path), None
         if not folder.is_dir():
@@ -116,29 +123,33 @@ class Router:
         pol = PolicyConfig.from_dict({**meta.get("policy", {}), **dict(policy or {})})
         rule_set = RuleSet.load(rules, model.masters) if rules is not None else RuleSet.from_dict(meta.get("rules"), model.masters)
         knn = KNNMemory.load(folder / KNN_FILE) if (folder / KNN_FILE).is_file() else None
-        router = cls(model, pol, rule_set, knn, name=name or meta.get("name") or folder.name, meta=meta)
+        router = cls(model, pol, rule_set, knn, name=name or meta.get("name") or folder.name, meta=meta, trace=trace)
         if quantize:
             router.quantize()
         return router
 
     def quantize(self) -> None:
-        """Replace the text encoder's linear layers by int8 dynamic-quantized ones (CPU inference only)."""
-        root = self.model.tree.roots[TEXT_ROOT]
-        try:
-            with warnings.catch_warnings():  # torch marks eager quantization deprecated in favour of torchao
-                warnings.simplefilter("ignore")
-                root.model = torch.ao.quantization.quantize_dynamic(root.model, {torch.nn.Linear}, dtype=torch.qint8)
-        except (RuntimeError, AttributeError) as e:
-            raise RoutingError(f"int8 quantization is not available in this torch build ({e}); serve without --quantize.") from e
+        """Serve with an int8 dynamic-quantized copy of the text encoder (CPU inference only).
+
+        The tree keeps its fp32 weights, so the router still saves and fingerprints as trained.
+        """
+        self._encoder = TextEncoder(self.model, quantize=True, trace=self._trace)
         self.quantized = True
         self._cache.clear()
+
+    def _serving_encoder(self) -> TextEncoder | None:
+        """The fast encoder (built on first use), or ``None`` when the text root is not a mean-pooled HF
+        encoder it can serve (then the tree's own root computes the features)."""
+        if self._encoder is None:
+            if not TextEncoder.supports(self.model):
+                return None
+            self._encoder = TextEncoder(self.model, trace=self._trace)
+        return self._encoder
 
     # ------------------------------------------------------------------------------- saving
     def save(self, folder: str | os.PathLike, train_frame: pd.DataFrame | None = None,
              extra_meta: Mapping[str, Any] | None = None) -> Path:
-        """Write the router folder (see the module docstring)."""
-        if self.quantized:
-            raise RoutingError("A quantized router cannot be saved (its encoder weights are int8); save before quantize().")
+        """Write the router folder (see the module docstring); a quantized router saves its fp32 weights."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(folder)
@@ -152,19 +163,32 @@ class Router:
         return folder
 
     # ------------------------------------------------------------------------------- features
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """``(N, H)`` pooled text features computed now (no cache), as this router serves them."""
+        texts = list(texts)
+        encoder = self._serving_encoder()
+        if encoder is not None:
+            return encoder(texts)
+        with self._lock:
+            return encode_texts(self.model, texts)
+
     def features(self, texts: Sequence[str]) -> np.ndarray:
-        """``(N, H)`` pooled text features, from the in-memory cache or the encoder."""
-        out: list[np.ndarray | None] = [self._cache.get(t) for t in texts]
+        """``(N, H)`` pooled text features, from the in-memory LRU cache or the encoder."""
+        out: list[np.ndarray | None] = []
+        for t in texts:
+            v = self._cache.get(t)
+            if v is not None:
+                self._cache.move_to_end(t)
+            out.append(v)
         todo = [i for i, v in enumerate(out) if v is None]
         if todo:
-            with self._lock:
-                feats = encode_texts(self.model, [texts[i] for i in todo])
+            feats = self.encode([texts[i] for i in todo])
             for i, f in zip(todo, feats):
                 out[i] = f
                 self._cache[texts[i]] = f
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        return np.stack(out).astype(np.float32)
+        return np.stack(out).astype(np.float32, copy=False)
 
     def predict(self, features: np.ndarray, contexts: np.ndarray) -> RouterPredictions:
         """Calibrated model predictions for ``(B, H)`` features and ``(B, F)`` raw contexts."""

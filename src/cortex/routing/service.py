@@ -14,6 +14,7 @@ decision; behind a load balancer, clients send ``text`` and ``routed_to`` with t
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import uuid
@@ -60,6 +61,56 @@ class FeedbackRequest(BaseModel):
     user_corrected_to: str | None = None
     text: str | None = None
     routed_to: str | None = None
+
+
+class BodyLimit:
+    """Pure ASGI middleware: a request body over ``max_bytes`` gets 413 before any route sees it.
+
+    A declared ``content-length`` is checked at once; a chunked body (no length) is read up to the
+    limit here and handed on from memory. Pure ASGI rather than ``@app.middleware("http")``,
+    whose per-request task and stream wrapping cost more than a routing decision's HTTP handling.
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def _reject(self, send, size: str) -> None:
+        body = json.dumps({"detail": f"request body of {size} bytes exceeds {self.max_bytes}; send less text."}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None:
+            if length.isdigit() and int(length) > self.max_bytes:
+                return await self._reject(send, length.decode())
+            return await self.app(scope, receive, send)
+        if b"chunked" not in headers.get(b"transfer-encoding", b""):
+            return await self.app(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # client went away
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                return await self._reject(send, f"more than {self.max_bytes}")
+        body, sent = b"".join(chunks), False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 class MicroBatcher:
@@ -128,16 +179,9 @@ def create_app(
     metrics = metrics or MetricsRegistry()
     recent: OrderedDict[str, dict[str, Any]] = OrderedDict()  # task_id → what feedback needs to rebuild the log line
     app = FastAPI(title="cortex router", version="1")
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.state.metrics, app.state.router, app.state.recent = metrics, shadow, recent
     started = time.time()
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body_bytes:
-            return JSONResponse({"detail": f"request body of {length} bytes exceeds {max_body_bytes}; send less text."},
-                                status_code=413)
-        return await call_next(request)
 
     def _fallback(text: str, error: str):
         d = decide(champion.masters, None, text, champion.policy, champion.rules, error=error)
@@ -145,7 +189,7 @@ def create_app(
         return d
 
     @app.post("/route")
-    async def route(req: RouteRequest) -> dict[str, Any]:
+    async def route(req: RouteRequest) -> JSONResponse:
         text = req.text if req.text is not None else task_text(req.title, req.task_type, req.description)
         if not text or not text.strip():
             raise HTTPException(422, "The task has no text; send 'text' or 'title'/'description'.")
@@ -176,7 +220,7 @@ def create_app(
         if chall is not None:
             out["shadow"] = {"router": chall.router, "master": chall.master, "path": chall.path,
                              "confidence": chall.confidence}
-        return out
+        return JSONResponse(out)  # a plain dict of JSON types: skip FastAPI's response-model encoding
 
     @app.post("/feedback")
     def feedback(req: FeedbackRequest) -> dict[str, Any]:
