@@ -47,7 +47,7 @@ def _machine(device: str) -> dict:
 
 
 def _setup():
-    from cortex.data.datamodules import ehrlich_dataset
+    from cortex.training.datamodules import ehrlich_dataset
     from cortex.tasks import DenoisingLMTask, RegressionTask
     from cortex.training import build_tree
 
@@ -145,7 +145,7 @@ def run_one(config: str, steps: int, warmup: int, device: str) -> dict:
     import lightning as L
     import torch
 
-    from cortex.data.datamodules import MultiTaskDataModule
+    from cortex.training.datamodules import MultiTaskDataModule
     from cortex.training import TrainSettings
     from cortex.training.module import NeuralTreeModule
 

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 import torch
 
-from cortex.data.datamodules import (
+from cortex.training.datamodules import (
     DataSpec,
     MultiTaskDataModule,
     ShardedSampler,
@@ -68,7 +68,7 @@ def test_bad_sources_are_named(tmp_path):
     with pytest.raises(DataError, match="empty split"):
         load_splits(DataSpec(source=str(_write(tmp_path, {"a": [1, 2, 3]}, "csv")), val_fraction=0.1), "x")
     with pytest.raises(ConfigError, match="Did you mean 'val_fraction'"):
-        from cortex.data.datamodules import parse_data_spec
+        from cortex.training.datamodules import parse_data_spec
         from cortex.tasks._config import Problems
 
         problems = Problems()

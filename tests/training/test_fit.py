@@ -83,7 +83,7 @@ def test_ema_weights_are_validated_and_saved(tmp_path):
 
 
 def _datamodule(tree, tasks):
-    from cortex.data.datamodules import MultiTaskDataModule
+    from cortex.training.datamodules import MultiTaskDataModule
     from cortex.training.fit import per_task_splits
 
     splits = per_task_splits(tasks, TRAIN, VAL)

@@ -22,7 +22,7 @@ same call: the tree keeps its weights and the regression leaves refit their targ
   :func:`evaluate` computes metrics without a Trainer.
 - :class:`TrainSettings`: optimizer, schedule, precision, compile, EMA, devices/strategy, checkpoints.
 - :class:`~cortex.training.module.NeuralTreeModule` (LightningModule) and the DataModules in
-  :mod:`cortex.data.datamodules` for full control with your own ``lightning.Trainer``.
+  :mod:`cortex.training.datamodules` for full control with your own ``lightning.Trainer``.
 - :func:`~cortex.training.experiment.run_experiment` runs a composed Hydra config (``cortex train``).
 
 Lightning is imported only when a training function runs, so ``import cortex.training`` is light.

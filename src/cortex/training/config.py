@@ -73,7 +73,7 @@ def _register_resolvers() -> None:
 
         OmegaConf.register_new_resolver("cortex_minilm", _minilm)
     if not OmegaConf.has_resolver("cortex_shared_data"):
-        from cortex.data.datamodules import shared_data_dir
+        from cortex.training.datamodules import shared_data_dir
 
         OmegaConf.register_new_resolver("cortex_shared_data", lambda: str(shared_data_dir().resolve()))
 
@@ -217,7 +217,7 @@ class RunConfig:
 
 def validate_config(cfg: Mapping[str, Any]) -> RunConfig:
     """Check a composed config without loading data or building weights; one :class:`ConfigError` lists all problems."""
-    from cortex.data.datamodules import parse_data_spec
+    from cortex.training.datamodules import parse_data_spec
 
     problems = Problems()
     if not isinstance(cfg, Mapping):
@@ -347,7 +347,7 @@ def validate_group_option(group: str, option: str, config_dir: str | os.PathLike
     ``tasks``, ``data`` and ``trainer`` through their own parsers. Folders of other tools
     (``design/``, ``router/``) are only composed.
     """
-    from cortex.data.datamodules import parse_data_spec
+    from cortex.training.datamodules import parse_data_spec
     from cortex.models.neural_tree import NeuralTreeConfig
 
     if group == "experiment":

@@ -42,7 +42,7 @@ def run_experiment(cfg: Mapping[str, Any] | RunConfig, registry=None, callbacks:
     """
     import lightning as L
 
-    from cortex.data.datamodules import MultiTaskDataModule, TaskDataModule, load_splits
+    from cortex.training.datamodules import MultiTaskDataModule, TaskDataModule, load_splits
 
     run = cfg if isinstance(cfg, RunConfig) else validate_config(cfg)
     settings = run.settings

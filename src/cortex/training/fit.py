@@ -106,7 +106,7 @@ def build_tree(tree: Mapping[str, Any], tasks: Sequence[Task], train: Any = None
     from cortex.models.neural_tree import NeuralTreeModel
 
     if train is not None:
-        from cortex.data.datamodules import _as_dataset
+        from cortex.training.datamodules import _as_dataset
 
         for task, splits in zip(tasks, per_task_splits(tasks, train).values()):
             if "train" in splits:
@@ -252,7 +252,7 @@ def check_checkpoint(path: str, module) -> None:
 
 def run_training(tree, tasks: Sequence[Task], datamodule, settings: TrainSettings,
                  callbacks: Iterable = ()) -> FitResult:
-    """Fit ``tree`` on ``tasks`` with data from a prepared :class:`~cortex.data.datamodules.MultiTaskDataModule`.
+    """Fit ``tree`` on ``tasks`` with data from a prepared :class:`~cortex.training.datamodules.MultiTaskDataModule`.
 
     Fits each task's leaf state on its training split (target standardization), builds the
     Lightning ``Trainer`` from ``settings`` (EMA, checkpoints, loggers, precision, strategy), trains
@@ -376,7 +376,7 @@ def fit_tree(
         else list(tasks)
     parsed = parse_settings(settings, problems)
     problems.raise_if_any("fit_tree settings")
-    from cortex.data.datamodules import MultiTaskDataModule, _as_dataset
+    from cortex.training.datamodules import MultiTaskDataModule, _as_dataset
 
     splits = per_task_splits(task_list, train, val, test)
     splits = {name: {role: _as_dataset(d) for role, d in roles.items()} for name, roles in splits.items()}

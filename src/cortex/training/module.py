@@ -1,7 +1,7 @@
 """``NeuralTreeModule``: a NeuralTree trained on several tasks with Lightning.
 
 The module is only the training logic: it holds the tree (the model), the tasks (losses and
-metrics) and the settings; data comes from a :class:`~cortex.data.datamodules.MultiTaskDataModule`
+metrics) and the settings; data comes from a :class:`~cortex.training.datamodules.MultiTaskDataModule`
 and everything else (devices, precision, checkpoints, DDP/FSDP, logging) is Lightning's.
 
 Training step, ``optimization="automatic"`` (default): one forward per task on that task's batch

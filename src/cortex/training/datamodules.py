@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Sampler
 
 from cortex.data.collators import TreeCollator, ids_column, root_max_length
@@ -373,12 +374,6 @@ class ShardedSampler(Sampler[int]):
 
 
 # -------------------------------------------------------------------------------------- datamodules
-def _lightning_base():
-    from lightning.pytorch import LightningDataModule
-
-    return LightningDataModule
-
-
 class CappedCollator:
     """A :class:`TreeCollator` whose padding never exceeds a root's length limit.
 
@@ -400,7 +395,7 @@ class CappedCollator:
         return batch
 
 
-class TaskDataModule(_lightning_base()):
+class TaskDataModule(LightningDataModule):
     """One task's data: encoded targets, tokenized inputs, checks, and seeded loaders.
 
     Args:
@@ -551,7 +546,7 @@ class TaskDataModule(_lightning_base()):
         return self.eval_dataloader("test")
 
 
-class MultiTaskDataModule(_lightning_base()):
+class MultiTaskDataModule(LightningDataModule):
     """Several :class:`TaskDataModule` under one roof.
 
     Training yields ``{task_name: batch}`` per step (``CombinedLoader`` in ``max_size_cycle`` mode:
