@@ -4,11 +4,11 @@ Protocol (one JSON line per probe kind): 3-fold cross-validation over each conce
 examples (6 positive, 6 negative). In fold k a third of every concept's examples is the test set; no test
 sentence of any concept is used for training or validation of any probe in that fold. Each concept's
 probe is trained exactly as ``cortex lens train`` does (templates/definitions, sibling and distant
-negatives, graduation, scout-selected best layer per band) and its primary (best-validation) layer is
-scored on: its held-out positives, its held-out negatives, and as many held-out sentences of distant
+negatives, graduation, scout-selected best layer per band, refit on training + validation sentences) and
+its primary (best-validation) layer is scored on: its held-out positives, its held-out negatives, and as many held-out sentences of distant
 concepts. Counts are pooled over the folds, so every concept is judged on all 6 of its positives.
 
-Usage: python benchmarks/lens_quality.py [--probe mlp|linear] [--concepts N] [--folds 3]
+Usage: python benchmarks/lens_quality.py [--probe linear|mlp] [--concepts N] [--folds 3]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ SHARED = Path(os.environ.get("CORTEX_SHARED_DATA", Path(__file__).resolve().pare
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--probe", default="mlp", choices=["mlp", "linear"])
+    ap.add_argument("--probe", default=LensTrainingConfig().probe, choices=["linear", "mlp"])
     ap.add_argument("--concepts", type=int, default=0, help="Only the first N example-bearing concepts (0: all).")
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)

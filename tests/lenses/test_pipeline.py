@@ -24,6 +24,11 @@ def test_dataset_keeps_heldout_sentences_out_of_training(mini_pack_dir):
     for s in ds.splits:
         assert not heldout & set(s.train_pos + s.train_neg)
         assert len(s.test_pos) == 2 and s.val_pos and s.train_pos
+        own_neg = set(pack.get(s.term).negative_examples)
+        own_val_neg = s.val_hint_rows - set(s.val_pos)  # val rows of its own hand-written negatives
+        assert set(s.val_pos) <= s.val_hint_rows <= set(s.val_pos + s.val_neg)
+        assert len(own_val_neg) == 1 and all(ds.texts[i] in own_neg for i in own_val_neg)
+        assert not s.val_hint_rows & set(s.test_pos + s.test_neg)
     animal = ds.splits[0]
     assert {ds.texts[i] for i in animal.test_neg} - set(pack.get("Animal").negative_examples)  # distant ones too
 
@@ -31,7 +36,7 @@ def test_dataset_keeps_heldout_sentences_out_of_training(mini_pack_dir):
 def test_cli_train_detect_eval_on_a_tiny_registry_model(tiny_bert, mini_pack_dir, capsys):
     import_model(str(tiny_bert), name="tinybert")
     import_concept_pack(mini_pack_dir, name="mini")
-    rc = main(["lens", "train", "--model", "tinybert", "--concepts", "mini", "--concept-filter", "all",
+    rc = main(["lens", "train", "--model", "tinybert", "--concepts", "mini", "--concept-filter", "all", "--probe", "mlp",
                "--steps", "5", "--max-rounds", "2", "--threads", "1"])
     assert rc == 0
     reg = Registry()
@@ -78,7 +83,7 @@ def test_minilm_lenses_separate_easy_concepts(minilm_dir, mini_pack_dir):
 def _tiny_pack(tmp_path, tiny_bert):
     import_model(str(tiny_bert), name="tinybert")
     import_concept_pack(tmp_path / "mini-pack", name="mini")
-    main(["lens", "train", "--model", "tinybert", "--concepts", "mini", "--concept-filter", "Animal,Vehicle",
+    main(["lens", "train", "--model", "tinybert", "--concepts", "mini", "--concept-filter", "Animal,Vehicle", "--probe", "mlp",
           "--steps", "3", "--max-rounds", "1", "--layers", "2", "--name", "tl"])
     return Registry().path("tl")
 

@@ -30,10 +30,11 @@ def train_cmd(
     layers: str = typer.Option(None, "--layers", help="Model layers to consider, e.g. 1,3,5 (default: all)."),
     concept_filter: str = typer.Option("examples", "--concept-filter",
                                        help="examples | all | re:<regex> | layer:<a>-<b> | Term1,Term2,..."),
-    probe: str = typer.Option("mlp", "--probe", help="Probe kind: mlp or linear."),
+    probe: str = typer.Option("linear", "--probe", help="Probe kind: linear or mlp."),
     layer_norm: bool = typer.Option(True, "--layer-norm/--no-layer-norm", help="LayerNorm at the probe input."),
     target_f1: float = typer.Option(0.85, "--target-f1", help="Validation F1 at which a probe graduates."),
-    max_rounds: int = typer.Option(3, "--max-rounds", help="Graduation rounds at most (escalating negatives)."),
+    max_rounds: int = typer.Option(None, "--max-rounds",
+                                   help="Graduation rounds at most (escalating negatives; default from the config)."),
     steps: int = typer.Option(None, "--steps", help="Optimizer steps per round (default from the config)."),
     bf16: bool = typer.Option(False, "--bf16", help="Train the probe matmuls in bfloat16 autocast."),
     wordnet: bool = typer.Option(False, "--wordnet", help="Add WordNet glosses/usages (needs wordnet-base)."),
@@ -51,10 +52,12 @@ def train_cmd(
     from cortex.lenses.training import LensTrainingConfig
 
     cfg = LensTrainingConfig(layers=_int_list(layers, "--layers"), probe=probe, layer_norm=layer_norm,
-                             target_f1=target_f1, max_rounds=max_rounds, dtype="bfloat16" if bf16 else "float32",
+                             target_f1=target_f1, dtype="bfloat16" if bf16 else "float32",
                              seed=seed, data=DatasetConfig(wordnet=wordnet, seed=seed))
     if steps is not None:
         cfg = replace(cfg, steps=steps)  # re-validated by __post_init__
+    if max_rounds is not None:
+        cfg = replace(cfg, max_rounds=max_rounds)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("starting", total=1.0)

@@ -36,6 +36,7 @@ class ConceptSplit:
     test_pos: list[int] = field(default_factory=list)
     test_neg: list[int] = field(default_factory=list)
     hint_rows: set[int] = field(default_factory=set)   # train rows that are the concept's own hand-written ones
+    val_hint_rows: set[int] = field(default_factory=set)  # validation rows that are its own hand-written ones
 
 
 @dataclass
@@ -64,7 +65,7 @@ class DatasetConfig:
     sibling_negatives: int = 24
     distant_negatives: int = 48
     background: int = 256
-    hint_weight: float = 1.0      # loss weight of own hand-written examples relative to other sentences
+    hint_weight: float = 3.0      # loss weight of own hand-written examples relative to other sentences
     seed: int = 0
     fold: int | None = None       # k-fold evaluation: which fold of the hand-written examples is the test set
     n_folds: int = 3
@@ -180,6 +181,7 @@ def build_dataset(
         split.test_pos = [ix(s) for s in held[t]["p_test"]]
         split.test_neg = [ix(s) for s in held[t]["n_test"] + far_heldout(test_pool, len(held[t]["n_test"]))]
         split.hint_rows = {ix(s) for s in held[t]["p_train"] + held[t]["n_train"] if s not in heldout_texts}
+        split.val_hint_rows = {ix(s) for s in held[t]["p_val"] + held[t]["n_val"]}
         if not split.train_pos or not split.train_neg:
             raise DataError(
                 f"Concept {t!r} has no usable training positives (no examples, definition or lemmas). Add "

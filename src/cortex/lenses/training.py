@@ -3,12 +3,20 @@
 :func:`train_lenses` takes pooled activations ``{layer: (M, d)}`` of a :class:`LensDataset`'s texts and:
 
 1. **scouts** layers: a linear probe per (concept, layer), all trained in one batched run (cheap), scored
-   by validation loss; per concept the best layer of each early / mid / late band is kept;
+   by validation loss; the best layer of each early / mid / late band is kept. With ``layer_choice``
+   ``pooled`` (the default) a layer's score is its validation loss averaged over all concepts, so every
+   concept gets the same band layers: a concept's own validation set is a handful of sentences, too few
+   to tell its layers apart (per-concept choice, ``concept``, picks worse layers on held-out data);
 2. **trains** the configured probe kind (MLP or linear) only at those layers, all (concept, layer) pairs
    in batched chunks, full batch per concept. The graduation loop trains ``steps``, measures
    validation F1, freezes probes that reach ``target_f1``, adds mined hard negatives for the others and
-   trains them further; it stops after ``max_rounds`` whatever happens;
-3. measures F1 on test sentences no probe ever trained on, and records each probe's logit statistics on
+   trains them further; it stops after ``max_rounds`` whatever happens. The primary layer is the
+   candidate with the best validation F1 (pooled over concepts, or per concept);
+3. **refits** (``refit``, the default) every kept probe once more from scratch on its training sentences,
+   its mined negatives *and* its validation sentences: once layers are chosen the validation sentences
+   are more useful as training data (they are hand-written, like what the probe will meet). Recorded
+   ``val_f1`` and ``graduated`` are those of the graduation loop, measured before the refit;
+4. measures F1 on test sentences no probe ever trained on, and records each probe's logit statistics on
    background text (calibration).
 """
 
@@ -25,10 +33,11 @@ from torch.nn import functional as F
 
 from cortex.errors import ConfigError
 from cortex.lenses.batched_training import BATCHED_KINDS, make_optimizer
-from cortex.lenses.dataset import DatasetConfig, LensDataset
+from cortex.lenses.dataset import ConceptSplit, DatasetConfig, LensDataset
 
 BANDS = ("early", "mid", "late")
 INPUT_NORMS = ("scale", "zscore", "none")
+LAYER_CHOICES = ("pooled", "concept")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -37,7 +46,7 @@ class LensTrainingConfig:
     """Run settings of lens training; every field is checked in ``__post_init__``."""
 
     layers: list[int] | None = None   # model layers to train on (None: all)
-    probe: str = "mlp"                # mlp | linear
+    probe: str = "linear"             # linear | mlp (linear: higher held-out F1 on first-light/MiniLM)
     layer_norm: bool = True
     input_norm: str = "scale"         # scale | zscore | none (see input_statistics)
     hidden: int = 128
@@ -51,6 +60,8 @@ class LensTrainingConfig:
     target_f1: float = 0.85
     max_rounds: int = 2
     hard_negatives: int = 16          # mined per stuck probe per round
+    layer_choice: str = "pooled"      # pooled | concept: rank layers by validation pooled over concepts or per concept
+    refit: bool = True                # retrain kept probes on train + validation sentences after selection
     dtype: str = "float32"            # float32 | bfloat16 (autocast for the probe matmuls)
     pool: str = "mean"
     max_length: int = 128
@@ -67,6 +78,8 @@ class LensTrainingConfig:
             raise ConfigError.bad_choice("dtype", self.dtype, DTYPES)
         if self.input_norm not in INPUT_NORMS:
             raise ConfigError.bad_choice("input_norm", self.input_norm, INPUT_NORMS)
+        if self.layer_choice not in LAYER_CHOICES:
+            raise ConfigError.bad_choice("layer_choice", self.layer_choice, LAYER_CHOICES)
         if self.pool not in ("mean", "last"):
             raise ConfigError.bad_choice("pool", self.pool, ("mean", "last"))
         checks = {
@@ -76,13 +89,13 @@ class LensTrainingConfig:
             "max_rounds": self.max_rounds >= 1, "hard_negatives": self.hard_negatives >= 0,
             "max_length": self.max_length >= 2, "encode_batch_size": self.encode_batch_size >= 1,
             "data.test_fraction": 0 <= self.data.test_fraction < 1, "data.val_per_concept": self.data.val_per_concept >= 0,
-            "data.n_folds": self.data.n_folds >= 2,
+            "data.n_folds": self.data.n_folds >= 2, "data.hint_weight": self.data.hint_weight > 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(
                 f"Invalid lens training settings: {', '.join(f'{k}={self._get(k)!r}' for k in bad)}. Use positive "
-                "sizes and steps, dropout in [0, 1), target_f1 in (0, 1], test_fraction in [0, 1)."
+                "sizes and steps, dropout in [0, 1), target_f1 in (0, 1], test_fraction in [0, 1), hint_weight > 0."
             )
         if self.layers is not None and not self.layers:
             raise ConfigError("layers=[] selects no layer; pass layer indices or leave it unset for all layers.")
@@ -255,6 +268,7 @@ class _Run:
     val_loss: torch.Tensor
     rounds: torch.Tensor
     graduated: torch.Tensor
+    negatives: dict[int, list[int]] = field(default_factory=dict)   # training negatives incl. mined ones
 
 
 def train_lenses(
@@ -296,11 +310,13 @@ def train_lenses(
         score = scout.val_loss.view(L, C)
     else:
         scout, score = None, torch.zeros(1, C)
+    pooled = cfg.layer_choice == "pooled"
+    pick_score = _pooled(score, sets.has_val) if pooled else score
     choice: dict[int, dict[str, int]] = {}
     for c in range(C):
         best: dict[str, int] = {}
         for li, band in enumerate(bands):
-            if band not in best or score[li, c] <= score[best[band], c]:  # ties: the deeper layer
+            if band not in best or pick_score[li, c] <= pick_score[best[band], c]:  # ties: the deeper layer
                 best[band] = li
         choice[c] = best
     # 2. the configured probes at the chosen layers (the scout already is that when the kind is linear)
@@ -311,13 +327,20 @@ def train_lenses(
     else:
         pc = torch.tensor([c for c, _ in pairs], dtype=torch.long)
         pl = torch.tensor([li for _, li in pairs], dtype=torch.long)
-        run = _run(trainer, pc, pl, splits, sets, cfg, report("training probes", 0.3, 0.95))
+        run = _run(trainer, pc, pl, splits, sets, cfg, report("training probes", 0.3, 0.85))
         pick = {pair: i for i, pair in enumerate(pairs)}
+    val_f1 = torch.full((L, C), -1.0)
+    val_loss = torch.full((L, C), float("inf"))
+    for (c, li), i in pick.items():
+        val_f1[li, c], val_loss[li, c] = run.val_f1[i], run.val_loss[i]
+    if pooled:
+        val_f1, val_loss = -_pooled(-val_f1, sets.has_val), _pooled(val_loss, sets.has_val)
+    refitted = _refit(trainer, pairs, pick, run, splits, sets, cfg, report("refitting", 0.85, 0.95)) if cfg.refit else {}
     kept: dict[int, dict[str, dict[str, torch.Tensor]]] = {l: {} for l in layers}
     metrics: dict[int, dict[str, ProbeMetrics]] = {l: {} for l in layers}
     for c, best in choice.items():
         cands = sorted(set(best.values()))
-        primary = max(cands, key=lambda li: (float(run.val_f1[pick[(c, li)]]), -float(run.val_loss[pick[(c, li)]]), li))
+        primary = max(cands, key=lambda li: (float(val_f1[li, c]), -float(val_loss[li, c]), li))
         for li in cands:
             i = pick[(c, li)]
             term = splits[c].term
@@ -329,7 +352,7 @@ def train_lenses(
                 n_test=len(splits[c].test_pos) + len(splits[c].test_neg),
                 graduated=bool(run.graduated[i]), rounds=int(run.rounds[i]), primary=li == primary,
             )
-            kept[layers[li]][term] = run.exported[i]
+            kept[layers[li]][term] = refitted.get((c, li), run.exported[i])
     if progress:
         progress("measuring held-out F1 and calibration", 0.95)
     _score_kept(trainer, kept, metrics, layers, dataset, sets.test, cfg)
@@ -340,6 +363,44 @@ def train_lenses(
         probes={l: p for l, p in kept.items() if p}, metrics={l: m for l, m in metrics.items() if m},
         scout_val_loss=scout_loss, seconds=time.perf_counter() - start,
     )
+
+
+def _pooled(score: torch.Tensor, has_val: torch.Tensor) -> torch.Tensor:
+    """``score (L, C)`` → every column replaced by the row mean over concepts with validation sentences
+    (over all concepts when none has any; infinities, i.e. untrained pairs, count as missing)."""
+    cols = has_val if bool(has_val.any()) else torch.ones_like(has_val)
+    s = score[:, cols]
+    finite = torch.isfinite(s)
+    mean = torch.where(finite, s, torch.zeros_like(s)).sum(1) / finite.sum(1).clamp_min(1)
+    mean = torch.where(finite.any(1), mean, torch.full_like(mean, float("inf")))
+    return mean.unsqueeze(1).expand_as(score).clone()
+
+
+def _refit(trainer: _Trainer, pairs: list[tuple[int, int]], pick: dict[tuple[int, int], int], run: _Run,
+           splits: list, sets: _Sets, cfg: LensTrainingConfig,
+           report: Callable[[str, float], None]) -> dict[tuple[int, int], dict[str, torch.Tensor]]:
+    """Probes ``pairs`` (concept, layer index) trained afresh, one round of ``steps × max_rounds`` (the
+    graduation loop's budget) without mining, on their training
+    positives + validation positives and training negatives (with mined ones) + validation negatives.
+    Concepts without validation sentences keep the probe of the graduation loop (nothing to add)."""
+    from dataclasses import replace
+
+    todo = [(c, li) for c, li in pairs if splits[c].val_pos or splits[c].val_neg]
+    if not todo:
+        return {}
+    merged = []
+    for c, li in todo:
+        s = splits[c]
+        negs = run.negatives.get(pick[(c, li)], s.train_neg)
+        merged.append(ConceptSplit(
+            s.term, train_pos=list(dict.fromkeys(s.train_pos + s.val_pos)),
+            train_neg=list(dict.fromkeys(negs + s.val_neg)), hint_rows=s.hint_rows | s.val_hint_rows))
+    ids = torch.arange(len(todo))
+    refit_sets = replace(sets, val=tuple(t[[c for c, _ in todo]] for t in sets.val),
+                         has_val=sets.has_val[[c for c, _ in todo]])
+    one = replace(cfg, max_rounds=1, hard_negatives=0, steps=cfg.steps * cfg.max_rounds)
+    out = _run(trainer, ids, torch.tensor([li for _, li in todo], dtype=torch.long), merged, refit_sets, one, report)
+    return {pair: out.exported[i] for i, pair in enumerate(todo)}
 
 
 def _scout_config(cfg: LensTrainingConfig) -> LensTrainingConfig:
@@ -436,6 +497,7 @@ def _train_chunk(trainer: _Trainer, ids: torch.Tensor, probe_c: torch.Tensor, pr
             _mine_hard_negatives(trainer, model, keep, active, probe_c, probe_l, negs, splits, sets, cfg, gen)
         model.keep(keep)
         active = active[keep]
+    out.negatives.update(negs)
 
 
 @torch.no_grad()
