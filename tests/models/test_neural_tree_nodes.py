@@ -166,3 +166,18 @@ def test_dummy_inputs_run():
     tree = NeuralTreeModel(NeuralTreeConfig()).eval()
     out = tree(tree.dummy_inputs)
     assert out.leaf_outputs["regression"].loc.shape == (1, 2, 1)
+
+
+def test_max_pooling_takes_the_feature_max_over_real_positions_only():
+    from cortex.models.neural_tree.layers import POOLING
+
+    pool = POOLING["max"](3)
+    x = torch.tensor([[[1.0, -2.0, 0.5], [3.0, -1.0, 0.0], [9.0, 9.0, 9.0]],
+                      [[-4.0, -5.0, -6.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    assert torch.equal(pool(x, mask), torch.tensor([[3.0, -1.0, 0.5], [-4.0, -5.0, -6.0]]))
+    assert torch.equal(pool(x, torch.zeros_like(mask)), torch.zeros(2, 3))  # no real position: zeros, not -inf
+    cfg = _every_kind_config()
+    cfg.branches["conv"]["pooling"] = "max"
+    out = NeuralTreeModel(NeuralTreeConfig.from_dict(cfg.to_dict())).eval()(_inputs(torch.Generator().manual_seed(1)))
+    assert torch.isfinite(out.leaf_outputs["reg"].loc).all()

@@ -42,7 +42,7 @@ class NeuralTreeConfig(PreTrainedConfig):
             any ``AutoModel``; ``pooling``, ``freeze``, ``hidden_layer``). See
             :mod:`cortex.models.neural_tree.specs` for every field.
         trunk: ``{"kind": "sum" | "concat", "out_dim": ..., "project": ...}``.
-        branches: name → ``{"kind": "conv1d" | "mlp" | "transformer", "pooling": "mean" | "weighted_mean" | "attention", ...}``.
+        branches: name → ``{"kind": "conv1d" | "mlp" | "transformer", "pooling": "mean" | "max" | "weighted_mean" | "attention", ...}``.
         leaves: name → ``{"kind": "regressor" | "classifier" | "denoising_lm" | "sequence_regressor",
             "branch": ..., "ensemble_size": ..., ...}``.
         initializer_range: std of the normal init of linear and embedding weights.

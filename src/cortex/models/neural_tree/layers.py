@@ -96,6 +96,22 @@ class MeanPooling(nn.Module):
         return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
+class MaxPooling(nn.Module):
+    """Feature-wise max over real positions: ``(B, T, D)``, ``(B, T)`` → ``(B, D)``.
+
+    Suits properties set by the best-matching window of a sequence (a motif anywhere in it), which a
+    mean dilutes with the length. Rows without a real position pool to zeros.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        filled = x.masked_fill(~mask[..., None].bool(), float("-inf"))
+        pooled = filled.amax(1)
+        return torch.where(mask.bool().any(-1, keepdim=True), pooled, torch.zeros_like(pooled))
+
+
 class WeightedMeanPooling(nn.Module):
     """Mean weighted by a learned positive score per position: ``w = softplus(x·a + b)``."""
 
@@ -124,6 +140,7 @@ class AttentionPooling(nn.Module):
 
 POOLING: dict[str, type[nn.Module]] = {
     "mean": MeanPooling,
+    "max": MaxPooling,
     "weighted_mean": WeightedMeanPooling,
     "attention": AttentionPooling,
 }

@@ -21,7 +21,7 @@ ROOT_KINDS = ("conv1d", "transformer", "hf")
 TRUNK_KINDS = ("sum", "concat")
 BRANCH_KINDS = ("conv1d", "mlp", "transformer")
 LEAF_KINDS = ("regressor", "classifier", "denoising_lm", "sequence_regressor")
-POOLINGS = ("mean", "weighted_mean", "attention")
+POOLINGS = ("mean", "max", "weighted_mean", "attention")
 HF_POOLINGS = ("none", "mean", "cls", "last")
 BUILTIN_TOKENIZERS = ("protein", "char")
 _NODE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
@@ -443,7 +443,7 @@ class BranchSpec:
         out_dim: branch width; ``hidden_dim`` inner width (conv1d, mlp).
         num_layers: blocks / hidden layers (0 for mlp means a single linear map).
         kernel_size: conv1d only. num_heads: transformer only.
-        pooling: ``mean``, ``weighted_mean`` (learned positive weights) or ``attention`` (learned query).
+        pooling: ``mean``, ``max`` (feature-wise), ``weighted_mean`` (learned positive weights) or ``attention`` (learned query).
     """
 
     kind: str = "conv1d"
