@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="32,32,4,4,4",
                         help="Ehrlich 'num_states,dim,num_motifs,motif_length,quantization'")
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (S..S+N-1, S = --first-seed)")
+    parser.add_argument("--first-seed", type=int, default=0, help="first seed S (e.g. 100 for held-out instances)")
     parser.add_argument("--budget", type=int, default=4096, help="black-box evaluations per run")
     parser.add_argument("--methods", default="ga,random", help=f"comma-separated, from: {', '.join(METHODS)}")
     parser.add_argument("--problem-seed", type=int, default=None, help="fix the Ehrlich instance across seeds")
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
     torch.set_num_threads(1)  # fair on a shared 2-core machine; every method runs on one thread
     info = {**machine(), "python": sys.version.split()[0]}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         instance = seed if args.problem_seed is None else args.problem_seed
         problem = Ehrlich.from_variant(args.variant, random_seed=instance)
         ga_best = None

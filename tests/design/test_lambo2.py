@@ -232,3 +232,18 @@ def test_config_validates_itself(field, value):
     with pytest.raises(DesignError, match=field):
         LaMBO2Config(**{field: value})
 
+
+
+def test_uniform_mix_reaches_states_the_denoising_lm_rules_out(trained_toy):
+    tree, _ = trained_toy
+    seeds = torch.randint(1, len(ALPHABET), (16, LENGTH), generator=torch.Generator().manual_seed(3))
+
+    def decoded_states(mix: float) -> set[int]:
+        lambo = LaMBO2(tree, DesignObjective(objectives=("value",)), alphabet=ALPHABET, seed=1,
+                       config=LaMBO2Config(num_steps=2, num_mutations=2, guidance_steps=2, decode_uniform_mix=mix))
+        result = lambo.optimize(seeds)
+        return set(result.candidates[result.candidates != seeds.repeat(4, 1)].tolist())
+
+    assert decoded_states(1.0) == set(range(len(ALPHABET)))  # uniform decoding draws every state
+    with pytest.raises(DesignError, match="decode_uniform_mix"):
+        LaMBO2Config(decode_uniform_mix=1.5)

@@ -61,6 +61,10 @@ class LaMBO2Config:
             (0: the plain first-order gradient at the tokens); see :meth:`LaMBO2.saliency`.
         resample_edit_positions: choose new edit positions every step (else once per ``optimize``).
         max_edits: most positions a sequence may differ from its seed (``None``: unbounded).
+        decode_uniform_mix: ``epsilon``: decoding samples ``(1 - epsilon) p_delta + epsilon / V``, so every
+            state keeps a chance at an edited position even where the denoising LM rules it out (0: as
+            published). A small floor lets the search leave the LM's habits when the surrogate has
+            stopped ranking the few improving edits.
     """
 
     num_steps: int = 4
@@ -73,6 +77,7 @@ class LaMBO2Config:
     saliency_path_points: int = 4
     resample_edit_positions: bool = True
     max_edits: int | None = None
+    decode_uniform_mix: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("num_steps", "num_mutations", "guidance_steps"):
@@ -90,6 +95,8 @@ class LaMBO2Config:
             raise DesignError(f"lambo.saliency_path_points={self.saliency_path_points!r} must be an integer >= 0.")
         if not (isinstance(self.saliency_temperature, (int, float)) and self.saliency_temperature > 0):
             raise DesignError(f"lambo.saliency_temperature={self.saliency_temperature!r} must be > 0.")
+        if not (isinstance(self.decode_uniform_mix, (int, float)) and 0.0 <= self.decode_uniform_mix <= 1.0):
+            raise DesignError(f"lambo.decode_uniform_mix={self.decode_uniform_mix!r} must be in [0, 1].")
         if self.max_edits is not None and (isinstance(self.max_edits, bool) or not isinstance(self.max_edits, int)
                                            or self.max_edits < 1):
             raise DesignError(f"lambo.max_edits={self.max_edits!r} must be an integer >= 1 or None.")
@@ -505,8 +512,10 @@ class LaMBO2:
             with torch.no_grad():
                 out = tree.call_from_trunk(h + delta * at, leaf_keys=[self.lm_leaf],
                                            attention_mask=trunk.attention_mask, root_spans=trunk.root_spans)
-                logp = self._state_log_probs(out)
-                sampled = torch.multinomial(logp.exp().reshape(-1, logp.shape[-1]), 1,
+                probs = self._state_log_probs(out).exp()
+                if cfg.decode_uniform_mix > 0:
+                    probs = (1.0 - cfg.decode_uniform_mix) * probs + cfg.decode_uniform_mix / probs.shape[-1]
+                sampled = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1,
                                             generator=self.generator).reshape(current.shape)
                 proposal = torch.where(corrupted, sampled, current)
             out_states.append(proposal)
