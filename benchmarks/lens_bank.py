@@ -1,6 +1,7 @@
 """Per-token scoring latency: BatchedLensBank vs a per-probe loop, one JSON line per configuration.
 
-For N probes (MLPClassifier, half with LayerNorm) at width d, on a block of T tokens:
+For N probes (``--probe mlp``: MLPClassifier, the issue's W1 [N,128,d] bank; ``--probe linear``: LinearProbe,
+what ``cortex lens train`` writes by default), half with LayerNorm, at width d, on a block of T tokens:
 
 - ``batched_ms_per_token``: one ``bank.logits(x (T, d))`` call, divided by T;
 - ``loop_ms_per_token``: the per-probe loop named by ``loop``:
@@ -9,7 +10,7 @@ For N probes (MLPClassifier, half with LayerNorm) at width d, on a block of T to
   a time per token does (timed on ``loop_tokens_timed`` tokens; the cost per token does not depend on T);
 - ``max_abs_diff``: largest |bank − loop| logit over the block (float32).
 
-Usage: python benchmarks/lens_bank.py [--quick] [--device cuda]
+Usage: python benchmarks/lens_bank.py [--quick] [--device cuda] [--probe mlp|linear]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 import torch
 
 from cortex.lenses.bank import BatchedLensBank
-from cortex.lenses.probes import MLPClassifier
+from cortex.lenses.probes import LinearProbe, MLPClassifier
 
 
 def _time(fn, repeats: int) -> float:
@@ -40,12 +41,12 @@ def _time(fn, repeats: int) -> float:
     return best
 
 
-def run(n: int, d: int, tokens: int, loop: str, device: str, seed: int = 0) -> dict:
+def run(n: int, d: int, tokens: int, loop: str, device: str, seed: int = 0, probe: str = "mlp") -> dict:
     torch.manual_seed(seed)
     mean, std = torch.randn(d) * 0.1, torch.rand(d) + 0.5
     probes = {}
     for i in range(n):
-        p = MLPClassifier(d, layer_norm=i % 2 == 0)
+        p = (MLPClassifier if probe == "mlp" else LinearProbe)(d, layer_norm=i % 2 == 0)
         if p.norm is not None:
             p.norm.weight.data.normal_(1.0, 0.1)
             p.norm.bias.data.normal_(0.0, 0.1)
@@ -70,7 +71,7 @@ def run(n: int, d: int, tokens: int, loop: str, device: str, seed: int = 0) -> d
             looped = _time(lambda: [m(r) for r in rows for m in modules], 1) / timed
     del probes, modules, bank
     return {
-        "n_probes": n, "dim": d, "tokens": tokens, "loop": loop, "loop_tokens_timed": timed, "device": device,
+        "probe": probe, "n_probes": n, "dim": d, "tokens": tokens, "loop": loop, "loop_tokens_timed": timed, "device": device,
         "batched_ms_per_token": round(batched * 1e3, 4), "loop_ms_per_token": round(looped * 1e3, 4),
         "ratio": round(looped / batched, 2), "max_abs_diff": float(f"{diff:.3g}"),
         "platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
@@ -85,6 +86,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (1: a fair single-core comparison).")
     ap.add_argument("--sizes", default=None, help="Comma-separated probe counts (default: 50,500,2000,8000).")
     ap.add_argument("--dims", default=None, help="Comma-separated widths (default: 384,896).")
+    ap.add_argument("--probe", default="mlp", choices=["mlp", "linear"], help="Probe kind in the bank.")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sizes = [50, 500] if args.quick else [50, 500, 2000, 8000]
@@ -97,7 +99,7 @@ def main() -> None:
     for d in dims:
         for n in sizes:
             for tokens, loop in configs:
-                print(json.dumps(run(n, d, tokens, loop, args.device)), flush=True)
+                print(json.dumps(run(n, d, tokens, loop, args.device, probe=args.probe)), flush=True)
 
 
 if __name__ == "__main__":
