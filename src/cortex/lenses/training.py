@@ -329,7 +329,7 @@ def train_lenses(
         pl = torch.tensor([li for _, li in pairs], dtype=torch.long)
         run = _run(trainer, pc, pl, splits, sets, cfg, report("training probes", 0.3, 0.85))
         pick = {pair: i for i, pair in enumerate(pairs)}
-    val_f1 = torch.full((L, C), -1.0)
+    val_f1 = torch.full((L, C), -float("inf"))  # untrained (concept, layer) pairs: missing when pooled
     val_loss = torch.full((L, C), float("inf"))
     for (c, li), i in pick.items():
         val_f1[li, c], val_loss[li, c] = run.val_f1[i], run.val_loss[i]
