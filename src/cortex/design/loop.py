@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cortex._atomic import write_parquet_atomic
 from cortex.design.acquisition import DesignObjective, _split
 from cortex.design.blackbox import BlackBox, sequence_keys
 from cortex.design.lambo2 import FeasibilityFn, LaMBO2, LaMBO2Config
@@ -446,19 +446,3 @@ def _pareto_ranks(values: torch.Tensor, max_layers: int | None = None) -> torch.
         remaining = remaining[~front]
         layer += 1
     return ranks
-
-
-def write_parquet_atomic(frame, path: str | os.PathLike) -> Path:
-    """Write ``frame`` to ``path`` so readers see the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        frame.to_parquet(tmp, index=False)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path

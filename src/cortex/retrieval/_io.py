@@ -12,37 +12,12 @@ import contextlib
 import json
 import os
 import re
-import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from cortex._atomic import atomic_write
 
 _GEN_RE = re.compile(r"\.g(\d+)\.[A-Za-z0-9]+$")
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` through ``write(file)`` so readers see the old or the new file, never half."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

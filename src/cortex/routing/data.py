@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cortex._atomic import write_parquet_atomic
 from cortex.errors import DataError
 
 # columns of every training-set frame (context columns ctx__<worker>__<metric> come after them)
@@ -419,18 +419,7 @@ def concat_frames(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------ parquet
 def write_parquet(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write the frame as parquet atomically (temp file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        frame.to_parquet(tmp, index=False)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_parquet_atomic(frame, path)
 
 
 def read_training_set(path: str | os.PathLike) -> pd.DataFrame:
