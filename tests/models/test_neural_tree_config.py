@@ -61,12 +61,12 @@ def test_all_problems_are_reported_at_once():
     with pytest.raises(ConfigError) as e:
         NeuralTreeConfig(
             roots={"p": {"kind": "conv1d", "out_dim": 0}},
-            branches={"b": {"kind": "mlp", "pooling": "max"}},
+            branches={"b": {"kind": "mlp", "pooling": "sum"}},
             leaves={"y": {"kind": "regresor", "branch": "b"}, "z": {"kind": "classifier", "branch": "b", "num_classes": 1}},
         )
     msg = str(e.value)
     assert "4 problems" in msg
-    for field in ("roots.p.out_dim=0", "branches.b.pooling='max'", "leaves.y.kind='regresor'", "leaves.z.num_classes=1"):
+    for field in ("roots.p.out_dim=0", "branches.b.pooling='sum'", "leaves.y.kind='regresor'", "leaves.z.num_classes=1"):
         assert field in msg
     assert "Did you mean 'regressor'" in msg
 
