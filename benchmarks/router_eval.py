@@ -92,10 +92,10 @@ def main() -> None:
     from cortex.routing.rules import RuleSet
     from cortex.routing.training import TrainConfig, stratified_split, train_router
 
-    masters = load_masters(ROOT / "configs" / "router" / "masters.yaml")
+    masters = load_masters(ROOT / "src" / "cortex" / "configs" / "router" / "masters.yaml")
     names = [m.name for m in masters]
     C = len(names)
-    rules = RuleSet.load(ROOT / "configs" / "router" / "rules.yaml", names)
+    rules = RuleSet.load(ROOT / "src" / "cortex" / "configs" / "router" / "rules.yaml", names)
     frame = ingest_labeled(args.data, text_field="prompt", label_field="master", success_field="weak_correct",
                            masters=names).frame
     import pandas as pd

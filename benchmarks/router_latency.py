@@ -184,7 +184,7 @@ def main() -> None:
     from cortex.routing.rules import RuleSet
     from cortex.routing.training import TrainConfig, stratified_split, train_router
 
-    masters = load_masters(ROOT / "configs" / "router" / "masters.yaml")
+    masters = load_masters(ROOT / "src" / "cortex" / "configs" / "router" / "masters.yaml")
     names = [m.name for m in masters]
     frame = ingest_labeled(args.data, text_field="prompt", label_field="master", success_field="weak_correct",
                            masters=names).frame
@@ -201,7 +201,7 @@ def main() -> None:
     else:
         res = train_router(frame.iloc[train_idx], masters, train=TrainConfig(seed=args.seed))
         router = Router(res.model, PolicyConfig(knn_weight=res.knn_weight),
-                        RuleSet.load(ROOT / "configs" / "router" / "rules.yaml", names), res.knn)
+                        RuleSet.load(ROOT / "src" / "cortex" / "configs" / "router" / "rules.yaml", names), res.knn)
     register_router(router, name="bench-router", registry=reg)
     base = {**machine(), "load_avg_1m_at_start": os.getloadavg()[0]}
     lines = []

@@ -100,7 +100,7 @@ def test_shipped_yaml_matches_the_embedded_default():
 
     from cortex.cli.design import load_design_config
 
-    path = Path(__file__).resolve().parents[2] / "configs" / "design" / "ehrlich.yaml"
+    path = Path(__file__).resolve().parents[2] / "src" / "cortex" / "configs" / "design" / "ehrlich.yaml"
     data = load_design_config(path, [])
     job = DesignJobConfig.from_dict(data)
     quick = quickstart_config(evaluations=job.loop.budget, out_dir=job.out_dir)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "router"
+CONFIGS = Path(__file__).resolve().parents[2] / "src" / "cortex" / "configs" / "router"
 
 # five masters, each with its own words; texts mix 3-4 of them with two generic words
 WORDS = {

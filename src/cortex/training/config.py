@@ -35,15 +35,17 @@ GROUPS = ("roots", "trunk", "branches", "tree", "tasks", "data", "trainer", "exp
 
 
 # ---------------------------------------------------------------------------------------- finding
-def find_config_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """The folder holding ``train.yaml``: ``explicit``, ``$CORTEX_CONFIG_DIR``, configs shipped in the
-    package (``cortex/configs``), the repository's ``configs/`` next to ``src/`` (editable installs),
-    or ``./configs``."""
-    import cortex
+def packaged_config_dir() -> Path:
+    """The ``configs`` folder shipped inside the installed package."""
+    from importlib.resources import files
 
-    package = Path(cortex.__file__).resolve().parent
-    candidates = [explicit, os.environ.get("CORTEX_CONFIG_DIR"), package / "configs",
-                  package.parents[1] / "configs", Path.cwd() / "configs"]
+    return Path(str(files("cortex") / "configs"))
+
+
+def find_config_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """The folder holding ``train.yaml``: ``explicit``, ``$CORTEX_CONFIG_DIR``, or the configs shipped
+    in the package (``cortex/configs``, read through ``importlib.resources``)."""
+    candidates = [explicit, os.environ.get("CORTEX_CONFIG_DIR"), packaged_config_dir()]
     for c in candidates:
         if c is not None and (Path(c) / f"{CONFIG_NAME}.yaml").is_file():
             return Path(c).resolve()
