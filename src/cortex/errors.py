@@ -8,7 +8,9 @@ specific type. All of them derive from :class:`CortexError`.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 
 def closest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
@@ -27,8 +29,42 @@ class CortexError(Exception):
     exit_code = 1
 
 
+_UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<unset>"})()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem of a config, as data (collected by :class:`cortex._validate.Problems`).
+
+    Attributes:
+        message: the sentence shown to the user; it names the field and the fix.
+        field: dotted path of the offending field (``trainer.batch_size``), or ``None`` for a
+            problem about several fields at once.
+        value: the offending value (``has_value`` is false when the problem is not about one value).
+    """
+
+    message: str
+    field: str | None = None
+    value: Any = _UNSET
+
+    @property
+    def has_value(self) -> bool:
+        return self.value is not _UNSET
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class ConfigError(CortexError, ValueError):
-    """A configuration field is missing, unknown or out of range."""
+    """A configuration field is missing, unknown or out of range.
+
+    ``problems`` holds every problem found, as :class:`Problem` data (one, made from the message,
+    when the error was raised for a single problem).
+    """
+
+    def __init__(self, message: str, problems: Sequence[Problem] | None = None):
+        super().__init__(message)
+        self.problems: list[Problem] = list(problems) if problems else [Problem(message)]
 
     @classmethod
     def unknown_key(cls, key: str, known: Iterable[str], where: str = "config") -> "ConfigError":

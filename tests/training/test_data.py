@@ -69,7 +69,7 @@ def test_bad_sources_are_named(tmp_path):
         load_splits(DataSpec(source=str(_write(tmp_path, {"a": [1, 2, 3]}, "csv")), val_fraction=0.1), "x")
     with pytest.raises(ConfigError, match="Did you mean 'val_fraction'"):
         from cortex.training.datamodules import parse_data_spec
-        from cortex.tasks._config import Problems
+        from cortex._validate import Problems
 
         problems = Problems()
         parse_data_spec("x", {"builtin": "ehrlich", "val_frac": 0.2}, problems)

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cortex.errors import ConfigError
-from cortex.tasks._config import Problems, build_dataclass, check_choice
+from cortex._validate import Problems, build_dataclass, check_choice
 from cortex.tasks.base import Task, batch_size
 from cortex.tasks.classification import ClassificationTask
 from cortex.tasks.denoising import DenoisingLMTask
@@ -65,9 +65,7 @@ def parse_task(name: str, data: Any, problems: Problems) -> Task | None:
         task = build_dataclass(TASKS[kind], data, where, unknown, name=name)
     except ConfigError as e:
         problems.extend(unknown)
-        # the task's own validation lists its problems one per line after a header
-        lines = [ln.strip()[2:] if ln.strip().startswith("- ") else ln for ln in str(e).splitlines()]
-        problems.extend(lines[1:] if len(lines) > 1 else [str(e)])
+        problems.extend(e.problems)  # the task's own validation, kept as data
         return None
     except TypeError as e:
         problems.extend(unknown)

@@ -19,7 +19,7 @@ import torch
 
 from cortex.corruption import CORRUPTION_KINDS, CorruptionParams
 from cortex.errors import ConfigError, DataError
-from cortex.tasks._config import Problems, check_choice, check_fraction, check_positive, check_type
+from cortex._validate import Problems, check_choice, check_fraction, check_positive, check_type
 from cortex.tasks.corruption import draw_corruption
 from cortex.tasks.evaluation import MetricAccumulator
 

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import torch
 
-from cortex.tasks._config import Problems
+from cortex._validate import Problems
 from cortex.tasks.base import Batch, Task
 from cortex.tasks.corruption import draw_corruption
 from cortex.tasks.evaluation import MaskedLMAccumulator

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from cortex.errors import DataError
-from cortex.tasks._config import Problems, check_type
+from cortex._validate import Problems, check_type
 from cortex.tasks.base import Batch, Task, stack_target_columns
 from cortex.tasks.evaluation import RegressionAccumulator
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from cortex.errors import ConfigError, closest
 from cortex.tasks import Task, parse_task
-from cortex.tasks._config import Problems, check_type
+from cortex._validate import Problems, check_type
 from cortex.training.settings import TrainSettings, parse_settings
 
 CONFIG_NAME = "train"
@@ -308,8 +308,8 @@ def _check_tree(tree: dict[str, Any], tasks: list[Task], problems: Problems) -> 
         try:
             NeuralTreeConfig(**{**tree, "leaves": leaves})
         except ConfigError as e:
-            lines = [ln.strip()[2:] if ln.strip().startswith("- ") else ln for ln in str(e).splitlines()]
-            problems.extend(["tree: " + ln.removeprefix("NeuralTreeConfig: ") for ln in (lines[1:] if len(lines) > 1 else lines)])
+            for q in e.problems:
+                problems.add(f"tree: {q.message}", f"tree.{q.field}" if q.field else None, q.value)
     return tree
 
 

@@ -34,7 +34,16 @@ from cortex.data.collators import TreeCollator, ids_column, root_max_length
 from cortex.data.tokenization import tokenize_dataset
 from cortex.errors import ConfigError, DataError
 from cortex.tasks import Task
-from cortex.tasks._config import Problems, build_dataclass, check_choice, check_fraction, check_type
+from cortex._validate import (
+    Problems,
+    build_dataclass,
+    check_bool,
+    check_choice,
+    check_fraction,
+    check_known_keys,
+    check_positive,
+    check_type,
+)
 
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".arrow": "arrow"}
 SPLIT_ROLES = ("train", "val", "test")
@@ -88,25 +97,20 @@ class DataSpec:
             import inspect
 
             params = inspect.signature(BUILTIN_DATA[self.builtin]).parameters
-            for key in self.options if isinstance(self.options, Mapping) else ():
-                if key not in params:
-                    problems.add(str(ConfigError.unknown_key(key, list(params), f"{where}.options")))
-        for name in ("options", "columns", "splits"):
-            if not isinstance(getattr(self, name), Mapping):
-                problems.add(f"{where}.{name} must be a mapping; got {getattr(self, name)!r}.")
-        if isinstance(self.splits, Mapping):
-            for role in self.splits:
-                if role not in SPLIT_ROLES:
-                    problems.add(str(ConfigError.unknown_key(role, SPLIT_ROLES, f"{where}.splits")))
-        check_fraction(f"{where}.val_fraction", self.val_fraction, problems, upper_open=True)
-        check_fraction(f"{where}.test_fraction", self.test_fraction, problems, upper_open=True)
-        if isinstance(self.val_fraction, (int, float)) and isinstance(self.test_fraction, (int, float)) \
-                and self.val_fraction + self.test_fraction >= 1:
+            if isinstance(self.options, Mapping):
+                check_known_keys(f"{where}.options", self.options, params, problems)
+        mappings = {name: check_type(f"{where}.{name}", getattr(self, name), (Mapping,), problems)
+                    for name in ("options", "columns", "splits")}
+        if mappings["splits"]:
+            check_known_keys(f"{where}.splits", self.splits, SPLIT_ROLES, problems)
+        val_ok = check_fraction(f"{where}.val_fraction", self.val_fraction, problems, upper_open=True)
+        test_ok = check_fraction(f"{where}.test_fraction", self.test_fraction, problems, upper_open=True)
+        if val_ok and test_ok and self.val_fraction + self.test_fraction >= 1:
             problems.add(f"{where}: val_fraction + test_fraction = {self.val_fraction + self.test_fraction} leaves no training rows.")
         check_type(f"{where}.seed", self.seed, (int,), problems)
-        check_type(f"{where}.truncation", self.truncation, (bool,), problems)
-        if self.max_rows is not None and check_type(f"{where}.max_rows", self.max_rows, (int,), problems) and self.max_rows < 1:
-            problems.add(f"{where}.max_rows={self.max_rows} must be at least 1.")
+        check_bool(f"{where}.truncation", self.truncation, problems)
+        if self.max_rows is not None:
+            check_positive(f"{where}.max_rows", self.max_rows, problems)
 
 
 def parse_data_spec(name: str, data: Any, problems: Problems) -> DataSpec | None:

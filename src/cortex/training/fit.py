@@ -21,7 +21,7 @@ import torch
 
 from cortex.errors import ConfigError
 from cortex.tasks import Task, build_tasks
-from cortex.tasks._config import Problems
+from cortex._validate import Problems
 from cortex.training.settings import TrainSettings, parse_settings
 
 

@@ -8,7 +8,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cortex.errors import ConfigError
-from cortex.tasks._config import Problems, check_choice, check_fraction, check_positive, check_type
+from cortex._validate import (
+    Problems,
+    build_dataclass,
+    check_bool,
+    check_choice,
+    check_fraction,
+    check_int,
+    check_number,
+    check_positive,
+    check_type,
+)
 
 LR_SCHEDULES = ("cosine", "linear", "constant")
 OPTIMIZATIONS = ("automatic", "per_leaf")
@@ -103,15 +113,12 @@ class TrainSettings:
     def check(self, problems: Problems, where: str = "trainer") -> None:
         """Record every problem, each naming its field and the accepted values."""
         check_positive(f"{where}.max_epochs", self.max_epochs, problems, minimum=0)
-        if check_type(f"{where}.max_steps", self.max_steps, (int,), problems) and self.max_steps < -1:
-            problems.add(f"{where}.max_steps={self.max_steps} must be -1 (no limit) or >= 0.")
+        check_int(f"{where}.max_steps", self.max_steps, problems, minimum=-1)  # -1: no limit
         check_positive(f"{where}.batch_size", self.batch_size, problems)
         if self.eval_batch_size is not None:
             check_positive(f"{where}.eval_batch_size", self.eval_batch_size, problems)
         for name in ("lr", "weight_decay", "eps"):
-            value = getattr(self, name)
-            if check_type(f"{where}.{name}", value, (int, float), problems) and not value >= 0:
-                problems.add(f"{where}.{name}={value} must be >= 0.")
+            check_number(f"{where}.{name}", getattr(self, name), problems, low=0)
         if not (isinstance(self.betas, (list, tuple)) and len(self.betas) == 2
                 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas)):
             problems.add(f"{where}.betas={self.betas!r} must be two numbers in [0, 1), e.g. [0.9, 0.999].")
@@ -121,19 +128,17 @@ class TrainSettings:
         check_positive(f"{where}.warmup_steps", self.warmup_steps, problems, minimum=0)
         check_fraction(f"{where}.warmup_fraction", self.warmup_fraction, problems, upper_open=True)
         check_fraction(f"{where}.min_lr_ratio", self.min_lr_ratio, problems)
-        if self.gradient_clip_val is not None and check_type(
-                f"{where}.gradient_clip_val", self.gradient_clip_val, (int, float), problems) and self.gradient_clip_val <= 0:
-            problems.add(f"{where}.gradient_clip_val={self.gradient_clip_val} must be > 0, or null to turn clipping off.")
+        if self.gradient_clip_val is not None:  # null turns clipping off
+            check_number(f"{where}.gradient_clip_val", self.gradient_clip_val, problems, low=0, low_open=True)
         check_choice(f"{where}.optimization", self.optimization, OPTIMIZATIONS, problems)
         if check_type(f"{where}.precision", self.precision, (str, int), problems):
             self.precision = str(self.precision)
             check_choice(f"{where}.precision", self.precision, PRECISIONS, problems)
         for name in ("compile", "compile_fullgraph", "truncate_inputs", "checkpoint", "progress_bar", "quiet",
                      "deterministic"):
-            check_type(f"{where}.{name}", getattr(self, name), (bool,), problems)
-        if self.ema_decay is not None and check_type(f"{where}.ema_decay", self.ema_decay, (int, float), problems) \
-                and not 0 < self.ema_decay < 1:
-            problems.add(f"{where}.ema_decay={self.ema_decay} must be in (0, 1), e.g. 0.999, or null to turn EMA off.")
+            check_bool(f"{where}.{name}", getattr(self, name), problems)
+        if self.ema_decay is not None:  # null turns EMA off; 0.999 is typical
+            check_fraction(f"{where}.ema_decay", self.ema_decay, problems, lower_open=True, upper_open=True)
         check_positive(f"{where}.ema_start_step", self.ema_start_step, problems, minimum=0)
         check_type(f"{where}.seed", self.seed, (int,), problems)
         check_positive(f"{where}.num_nodes", self.num_nodes, problems)
@@ -178,13 +183,8 @@ def parse_settings(data: Mapping[str, Any] | TrainSettings | None, problems: Pro
     if not isinstance(data, Mapping):
         problems.add(f"{where} must be a dict of training settings; got {data!r}.")
         return None
-    known = {f.name for f in dataclasses.fields(TrainSettings)}
-    for key in data:
-        if key not in known:
-            problems.add(str(ConfigError.unknown_key(key, known, where)))
     try:
-        return TrainSettings(**{k: v for k, v in data.items() if k in known})
-    except ConfigError as e:  # lists every field problem; keep them as separate lines
-        lines = [ln.strip()[2:] if ln.strip().startswith("- ") else ln for ln in str(e).splitlines()]
-        problems.extend(lines[1:] if len(lines) > 1 else [str(e).removeprefix("trainer: ")])
+        return build_dataclass(TrainSettings, data, where, problems)
+    except ConfigError as e:  # every field problem, kept as data
+        problems.extend(e.problems)
         return None

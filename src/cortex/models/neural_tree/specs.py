@@ -15,7 +15,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from cortex.errors import ConfigError, closest
+from cortex._validate import (
+    Problems,
+    build_dataclass,
+    check_choice,
+    check_fraction,
+    check_positive,
+    check_type,
+)
 
 ROOT_KINDS = ("conv1d", "transformer", "hf")
 TRUNK_KINDS = ("sum", "concat")
@@ -25,58 +32,6 @@ POOLINGS = ("mean", "max", "weighted_mean", "attention")
 HF_POOLINGS = ("none", "mean", "cls", "last")
 BUILTIN_TOKENIZERS = ("protein", "char")
 _NODE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
-
-
-class Problems(list):
-    """Collects config problems; :meth:`raise_if_any` raises one :class:`ConfigError` listing them all."""
-
-    def add(self, message: str) -> None:
-        self.append(message)
-
-    def raise_if_any(self, what: str = "NeuralTreeConfig") -> None:
-        if len(self) == 1:
-            raise ConfigError(f"{what}: {self[0]}")
-        if self:
-            raise ConfigError(f"{what} has {len(self)} problems:\n" + "\n".join(f"  - {p}" for p in self))
-
-
-def _check_type(where: str, value: Any, types: tuple[type, ...], problems: Problems) -> bool:
-    # bool is an int in Python; a config saying hidden_dim=true is a mistake, not a width of 1
-    if isinstance(value, bool) and bool not in types:
-        ok = False
-    else:
-        ok = isinstance(value, types)
-    if not ok:
-        names = " or ".join(t.__name__ for t in types)
-        problems.add(f"{where}={value!r} must be a {names}.")
-    return ok
-
-
-def _positive(where: str, value: Any, problems: Problems, minimum: int = 1) -> None:
-    if _check_type(where, value, (int,), problems) and value < minimum:
-        problems.add(f"{where}={value} must be at least {minimum}.")
-
-
-def _fraction(where: str, value: Any, problems: Problems, upper_open: bool = True) -> None:
-    if _check_type(where, value, (int, float), problems) and not (0.0 <= value < 1.0 if upper_open else 0.0 <= value <= 1.0):
-        problems.add(f"{where}={value} must be in [0, 1{')' if upper_open else ']'}.")
-
-
-def _choice(where: str, value: Any, choices: tuple[str, ...], problems: Problems) -> bool:
-    if value not in choices:
-        near = closest(str(value), choices)
-        hint = f" Did you mean {', '.join(repr(c) for c in near)}?" if near else ""
-        problems.add(f"{where}={value!r} is not one of {', '.join(choices)}.{hint}")
-        return False
-    return True
-
-
-def _build(cls: type, data: dict[str, Any], where: str, problems: Problems):
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in known:
-            problems.add(str(ConfigError.unknown_key(key, known, where)))
-    return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def check_node_name(where: str, name: Any, problems: Problems) -> None:
@@ -110,11 +65,11 @@ class CorruptionSpec:
     def check(self, where: str, problems: Problems) -> None:
         from cortex.corruption import CORRUPTION_KINDS, SCHEDULES, SUBSTITUTIONS
 
-        _choice(f"{where}.kind", self.kind, CORRUPTION_KINDS, problems)
-        _choice(f"{where}.substitution", self.substitution, tuple(SUBSTITUTIONS), problems)
-        _choice(f"{where}.schedule", self.schedule, tuple(SCHEDULES), problems)
-        _positive(f"{where}.num_steps", self.num_steps, problems)
-        if _check_type(f"{where}.gaussian_scale", self.gaussian_scale, (int, float), problems) and self.gaussian_scale < 0:
+        check_choice(f"{where}.kind", self.kind, CORRUPTION_KINDS, problems)
+        check_choice(f"{where}.substitution", self.substitution, tuple(SUBSTITUTIONS), problems)
+        check_choice(f"{where}.schedule", self.schedule, tuple(SCHEDULES), problems)
+        check_positive(f"{where}.num_steps", self.num_steps, problems)
+        if check_type(f"{where}.gaussian_scale", self.gaussian_scale, (int, float), problems) and self.gaussian_scale < 0:
             problems.add(f"{where}.gaussian_scale={self.gaussian_scale} must be >= 0.")
 
 
@@ -147,7 +102,7 @@ class RootSpec:
             problems.add(f"{where}.corruption must be a dict such as {{'kind': 'mask'}}; got {self.corruption!r}.")
             self.corruption = {}
             return
-        spec = _build(CorruptionSpec, self.corruption, f"{where}.corruption", problems)
+        spec = build_dataclass(CorruptionSpec, self.corruption, f"{where}.corruption", problems)
         spec.check(f"{where}.corruption", problems)
         self.corruption = dataclasses.asdict(spec)
         if spec.substitution == "blosum62" and getattr(self, "tokenizer", None) != "protein":
@@ -199,13 +154,13 @@ class _BuiltinRootSpec(RootSpec):
         return self.max_len
 
     def check(self, where: str, problems: Problems) -> None:
-        if _choice(f"{where}.tokenizer", self.tokenizer, BUILTIN_TOKENIZERS, problems) and self.tokenizer == "protein" \
+        if check_choice(f"{where}.tokenizer", self.tokenizer, BUILTIN_TOKENIZERS, problems) and self.tokenizer == "protein" \
                 and self.chars is not None:
             problems.add(f"{where}.chars is only for tokenizer='char'; remove it for a protein root.")
         if self.chars is not None and (not isinstance(self.chars, str) or not self.chars):
             problems.add(f"{where}.chars must be a non-empty string of characters; got {self.chars!r}.")
-        _positive(f"{where}.max_len", self.max_len, problems)
-        _fraction(f"{where}.dropout", self.dropout, problems)
+        check_positive(f"{where}.max_len", self.max_len, problems)
+        check_fraction(f"{where}.dropout", self.dropout, problems, upper_open=True)
         super().check(where, problems)
 
 
@@ -226,8 +181,8 @@ class Conv1dRootSpec(_BuiltinRootSpec):
 
     def check(self, where: str, problems: Problems) -> None:
         for name in ("embed_dim", "hidden_dim", "out_dim", "num_blocks", "kernel_size"):
-            _positive(f"{where}.{name}", getattr(self, name), problems)
-        _check_type(f"{where}.pos_encoding", self.pos_encoding, (bool,), problems)
+            check_positive(f"{where}.{name}", getattr(self, name), problems)
+        check_type(f"{where}.pos_encoding", self.pos_encoding, (bool,), problems)
         super().check(where, problems)
 
 
@@ -250,9 +205,9 @@ class TransformerRootSpec(_BuiltinRootSpec):
 
     def check(self, where: str, problems: Problems) -> None:
         for name in ("hidden_dim", "num_layers", "num_heads"):
-            _positive(f"{where}.{name}", getattr(self, name), problems)
+            check_positive(f"{where}.{name}", getattr(self, name), problems)
         if self.ff_dim is not None:
-            _positive(f"{where}.ff_dim", self.ff_dim, problems)
+            check_positive(f"{where}.ff_dim", self.ff_dim, problems)
         if isinstance(self.hidden_dim, int) and isinstance(self.num_heads, int) and self.num_heads > 0 \
                 and self.hidden_dim % self.num_heads:
             problems.add(
@@ -308,10 +263,10 @@ class HFRootSpec(RootSpec):
         return self.max_len
 
     def check(self, where: str, problems: Problems) -> None:
-        _choice(f"{where}.pooling", self.pooling, HF_POOLINGS, problems)
-        _check_type(f"{where}.freeze", self.freeze, (bool,), problems)
-        _check_type(f"{where}.hidden_layer", self.hidden_layer, (int,), problems)
-        _check_type(f"{where}.trust_remote_code", self.trust_remote_code, (bool,), problems)
+        check_choice(f"{where}.pooling", self.pooling, HF_POOLINGS, problems)
+        check_type(f"{where}.freeze", self.freeze, (bool,), problems)
+        check_type(f"{where}.hidden_layer", self.hidden_layer, (int,), problems)
+        check_type(f"{where}.trust_remote_code", self.trust_remote_code, (bool,), problems)
         if self.backbone_config is None:
             if not isinstance(self.source, str) or not self.source:
                 problems.add(
@@ -321,7 +276,7 @@ class HFRootSpec(RootSpec):
             else:
                 self._resolve(where, problems)
         if self.max_len is not None:
-            _positive(f"{where}.max_len", self.max_len, problems)
+            check_positive(f"{where}.max_len", self.max_len, problems)
         layers = (self.backbone_config or {}).get("num_hidden_layers")
         if isinstance(layers, int) and isinstance(self.hidden_layer, int) and not -(layers + 1) <= self.hidden_layer <= layers:
             problems.add(
@@ -389,9 +344,9 @@ def parse_root(name: str, data: Any, problems: Problems) -> RootSpec | None:
         problems.add(f"{where} must be a dict such as {{'kind': 'conv1d'}}; got {data!r}.")
         return None
     kind = data.get("kind", "conv1d")
-    if not _choice(f"{where}.kind", kind, ROOT_KINDS, problems):
+    if not check_choice(f"{where}.kind", kind, ROOT_KINDS, problems):
         return None
-    spec = _build(ROOT_SPECS[kind], {**data, "kind": kind}, where, problems)
+    spec = build_dataclass(ROOT_SPECS[kind], {**data, "kind": kind}, where, problems)
     spec.check(where, problems)
     return spec
 
@@ -418,17 +373,17 @@ class TrunkSpec:
         return dataclasses.asdict(self)
 
     def check(self, where: str, problems: Problems) -> None:
-        _choice(f"{where}.kind", self.kind, TRUNK_KINDS, problems)
+        check_choice(f"{where}.kind", self.kind, TRUNK_KINDS, problems)
         if self.out_dim is not None:
-            _positive(f"{where}.out_dim", self.out_dim, problems)
-        _check_type(f"{where}.project", self.project, (bool,), problems)
+            check_positive(f"{where}.out_dim", self.out_dim, problems)
+        check_type(f"{where}.project", self.project, (bool,), problems)
 
 
 def parse_trunk(data: Any, problems: Problems) -> TrunkSpec:
     if not isinstance(data, dict):
         problems.add(f"trunk must be a dict such as {{'kind': 'sum'}}; got {data!r}.")
         return TrunkSpec()
-    spec = _build(TrunkSpec, data, "trunk", problems)
+    spec = build_dataclass(TrunkSpec, data, "trunk", problems)
     spec.check("trunk", problems)
     return spec
 
@@ -459,12 +414,12 @@ class BranchSpec:
         return dataclasses.asdict(self)
 
     def check(self, where: str, problems: Problems) -> None:
-        _choice(f"{where}.kind", self.kind, BRANCH_KINDS, problems)
-        _choice(f"{where}.pooling", self.pooling, POOLINGS, problems)
+        check_choice(f"{where}.kind", self.kind, BRANCH_KINDS, problems)
+        check_choice(f"{where}.pooling", self.pooling, POOLINGS, problems)
         for name in ("out_dim", "hidden_dim", "kernel_size", "num_heads"):
-            _positive(f"{where}.{name}", getattr(self, name), problems)
-        _positive(f"{where}.num_layers", self.num_layers, problems, minimum=0 if self.kind == "mlp" else 1)
-        _fraction(f"{where}.dropout", self.dropout, problems)
+            check_positive(f"{where}.{name}", getattr(self, name), problems)
+        check_positive(f"{where}.num_layers", self.num_layers, problems, minimum=0 if self.kind == "mlp" else 1)
+        check_fraction(f"{where}.dropout", self.dropout, problems, upper_open=True)
         if self.kind == "transformer" and isinstance(self.out_dim, int) and isinstance(self.num_heads, int) \
                 and self.num_heads > 0 and self.out_dim % self.num_heads:
             problems.add(f"{where}.out_dim={self.out_dim} is not divisible by num_heads={self.num_heads}.")
@@ -475,7 +430,7 @@ def parse_branch(name: str, data: Any, problems: Problems) -> BranchSpec | None:
     if not isinstance(data, dict):
         problems.add(f"{where} must be a dict such as {{'kind': 'mlp'}}; got {data!r}.")
         return None
-    spec = _build(BranchSpec, data, where, problems)
+    spec = build_dataclass(BranchSpec, data, where, problems)
     spec.check(where, problems)
     return spec
 
@@ -508,15 +463,15 @@ class LeafSpec:
         return dataclasses.asdict(self)
 
     def check(self, where: str, problems: Problems) -> None:
-        _positive(f"{where}.ensemble_size", self.ensemble_size, problems)
-        _positive(f"{where}.num_layers", self.num_layers, problems, minimum=0)
+        check_positive(f"{where}.ensemble_size", self.ensemble_size, problems)
+        check_positive(f"{where}.num_layers", self.num_layers, problems, minimum=0)
         if isinstance(self.label_smoothing, str):
             if self.label_smoothing != "corrupt_frac":
                 problems.add(f"{where}.label_smoothing={self.label_smoothing!r} must be a float in [0, 1) or 'corrupt_frac'.")
             elif self.root is None:
                 problems.add(f"{where}.label_smoothing='corrupt_frac' needs {where}.root: the root whose corruption sets it.")
         else:
-            _fraction(f"{where}.label_smoothing", self.label_smoothing, problems)
+            check_fraction(f"{where}.label_smoothing", self.label_smoothing, problems, upper_open=True)
 
 
 @dataclass
@@ -526,10 +481,10 @@ class _GaussianLeafSpec(LeafSpec):
     var_floor: float = 1e-4
 
     def check(self, where: str, problems: Problems) -> None:
-        _positive(f"{where}.out_dim", self.out_dim, problems)
+        check_positive(f"{where}.out_dim", self.out_dim, problems)
         for name in ("nominal_label_var", "var_floor"):
             value = getattr(self, name)
-            if _check_type(f"{where}.{name}", value, (int, float), problems) and value <= 0:
+            if check_type(f"{where}.{name}", value, (int, float), problems) and value <= 0:
                 problems.add(f"{where}.{name}={value} must be > 0.")
         super().check(where, problems)
 
@@ -556,7 +511,7 @@ class ClassifierLeafSpec(LeafSpec):
     num_classes: int = 2
 
     def check(self, where: str, problems: Problems) -> None:
-        _positive(f"{where}.num_classes", self.num_classes, problems, minimum=2)
+        check_positive(f"{where}.num_classes", self.num_classes, problems, minimum=2)
         super().check(where, problems)
 
 
@@ -571,7 +526,7 @@ class DenoisingLMLeafSpec(LeafSpec):
         if self.root is None:
             problems.add(f"{where}.root is required for a denoising_lm leaf: name the root whose tokens it predicts.")
         if self.vocab_size is not None:
-            _positive(f"{where}.vocab_size", self.vocab_size, problems, minimum=2)
+            check_positive(f"{where}.vocab_size", self.vocab_size, problems, minimum=2)
         super().check(where, problems)
 
 
@@ -589,8 +544,8 @@ def parse_leaf(name: str, data: Any, problems: Problems) -> LeafSpec | None:
         problems.add(f"{where} must be a dict such as {{'kind': 'regressor', 'branch': 'b'}}; got {data!r}.")
         return None
     kind = data.get("kind", "regressor")
-    if not _choice(f"{where}.kind", kind, LEAF_KINDS, problems):
+    if not check_choice(f"{where}.kind", kind, LEAF_KINDS, problems):
         return None
-    spec = _build(LEAF_SPECS[kind], {**data, "kind": kind}, where, problems)
+    spec = build_dataclass(LEAF_SPECS[kind], {**data, "kind": kind}, where, problems)
     spec.check(where, problems)
     return spec
