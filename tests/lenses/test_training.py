@@ -95,3 +95,11 @@ def test_bad_settings_are_refused():
         LensTrainingConfig(layer_choice="best")
     with pytest.raises(ConfigError, match="hint_weight"):
         LensTrainingConfig(data=DatasetConfig(hint_weight=0.0))
+
+
+def test_every_bad_setting_is_reported_at_once():
+    with pytest.raises(ConfigError) as info:
+        LensTrainingConfig(probe="svm", dropout=1.0, lr=0.0, steps=0, data={"n_folds": 1, "hint_weigth": 2.0})
+    fields = {p.field for p in info.value.problems}
+    assert fields == {"data.hint_weigth", "probe", "dropout", "lr", "steps", "data.n_folds"}
+    assert "6 problems" in str(info.value) and "Did you mean 'hint_weight'" in str(info.value)

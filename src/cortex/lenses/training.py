@@ -24,13 +24,23 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch.nn import functional as F
 
+from cortex._validate import (
+    Problems,
+    build_dataclass,
+    check_bool,
+    check_choice,
+    check_fraction,
+    check_number,
+    check_positive,
+    check_type,
+)
 from cortex.errors import ConfigError
 from cortex.lenses.batched_training import BATCHED_KINDS, make_optimizer
 from cortex.lenses.dataset import ConceptSplit, DatasetConfig, LensDataset
@@ -70,41 +80,50 @@ class LensTrainingConfig:
     data: DatasetConfig = field(default_factory=DatasetConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.data, dict):
-            self.data = DatasetConfig(**self.data)
-        if self.probe not in BATCHED_KINDS:
-            raise ConfigError.bad_choice("probe", self.probe, BATCHED_KINDS)
-        if self.dtype not in DTYPES:
-            raise ConfigError.bad_choice("dtype", self.dtype, DTYPES)
-        if self.input_norm not in INPUT_NORMS:
-            raise ConfigError.bad_choice("input_norm", self.input_norm, INPUT_NORMS)
-        if self.layer_choice not in LAYER_CHOICES:
-            raise ConfigError.bad_choice("layer_choice", self.layer_choice, LAYER_CHOICES)
-        if self.pool not in ("mean", "last"):
-            raise ConfigError.bad_choice("pool", self.pool, ("mean", "last"))
-        checks = {
-            "hidden": self.hidden >= 2, "dropout": 0 <= self.dropout < 1, "lr": self.lr > 0,
-            "weight_decay": self.weight_decay >= 0, "steps": self.steps >= 1, "max_positives": self.max_positives >= 1,
-            "max_negatives": self.max_negatives >= 1, "chunk_probes": self.chunk_probes >= 1, "target_f1": 0 < self.target_f1 <= 1,
-            "max_rounds": self.max_rounds >= 1, "hard_negatives": self.hard_negatives >= 0,
-            "max_length": self.max_length >= 2, "encode_batch_size": self.encode_batch_size >= 1,
-            "data.test_fraction": 0 <= self.data.test_fraction < 1, "data.val_per_concept": self.data.val_per_concept >= 0,
-            "data.n_folds": self.data.n_folds >= 2, "data.hint_weight": self.data.hint_weight > 0,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ConfigError(
-                f"Invalid lens training settings: {', '.join(f'{k}={self._get(k)!r}' for k in bad)}. Use positive "
-                "sizes and steps, dropout in [0, 1), target_f1 in (0, 1], test_fraction in [0, 1), hint_weight > 0."
-            )
-        if self.layers is not None and not self.layers:
-            raise ConfigError("layers=[] selects no layer; pass layer indices or leave it unset for all layers.")
+        problems = Problems()
+        if isinstance(self.data, Mapping):
+            self.data = build_dataclass(DatasetConfig, self.data, "data", problems)
+        self.check(problems)
+        problems.raise_if_any("lens training settings")
 
-    def _get(self, dotted: str) -> Any:
-        obj: Any = self
-        for part in dotted.split("."):
-            obj = getattr(obj, part)
-        return obj
+    def check(self, problems: Problems) -> None:
+        """Record every problem, each naming its field and the accepted values."""
+        check_choice("probe", self.probe, BATCHED_KINDS, problems)
+        check_choice("dtype", self.dtype, DTYPES, problems)
+        check_choice("input_norm", self.input_norm, INPUT_NORMS, problems)
+        check_choice("layer_choice", self.layer_choice, LAYER_CHOICES, problems)
+        check_choice("pool", self.pool, ("mean", "last"), problems)
+        check_positive("hidden", self.hidden, problems, minimum=2)  # the MLP's second layer is hidden // 2
+        check_positive("max_length", self.max_length, problems, minimum=2)
+        for name in ("steps", "max_positives", "max_negatives", "chunk_probes", "max_rounds", "encode_batch_size"):
+            check_positive(name, getattr(self, name), problems)
+        check_positive("hard_negatives", self.hard_negatives, problems, minimum=0)
+        check_fraction("dropout", self.dropout, problems, upper_open=True)
+        check_fraction("target_f1", self.target_f1, problems, lower_open=True)
+        check_number("lr", self.lr, problems, low=0, low_open=True)
+        check_number("weight_decay", self.weight_decay, problems, low=0)
+        for name in ("layer_norm", "refit"):
+            check_bool(name, getattr(self, name), problems)
+        check_type("seed", self.seed, (int,), problems)
+        if self.layers is not None and check_type("layers", self.layers, (list, tuple), problems) and not self.layers:
+            problems.add("layers=[] selects no layer; pass layer indices or leave it unset for all layers.",
+                         "layers", self.layers)
+        if isinstance(self.data, DatasetConfig):
+            self._check_data(self.data, problems)
+
+    @staticmethod
+    def _check_data(data: DatasetConfig, problems: Problems) -> None:
+        check_fraction("data.test_fraction", data.test_fraction, problems, upper_open=True)
+        check_positive("data.val_per_concept", data.val_per_concept, problems, minimum=0)
+        check_positive("data.n_folds", data.n_folds, problems, minimum=2)
+        check_number("data.hint_weight", data.hint_weight, problems, low=0, low_open=True)
+        for name in ("descendant_positives", "sibling_negatives", "distant_negatives", "background"):
+            check_positive(f"data.{name}", getattr(data, name), problems, minimum=0)
+        for name in ("definitions", "templates", "wordnet"):
+            check_bool(f"data.{name}", getattr(data, name), problems)
+        if data.fold is not None and check_positive("data.fold", data.fold, problems, minimum=0) \
+                and isinstance(data.n_folds, int) and data.fold >= data.n_folds:
+            problems.add(f"data.fold={data.fold} must be below data.n_folds={data.n_folds}.", "data.fold", data.fold)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
