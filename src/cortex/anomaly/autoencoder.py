@@ -9,9 +9,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from cortex._validate import Problems, check_number, check_positive, check_type
 from cortex.anomaly.features import FeatureScaler, sliding_windows
 from cortex.anomaly.metrics import FIELDS, MetricRow, by_worker, values_array
-from cortex.errors import AnomalyError, ConfigError
+from cortex.errors import AnomalyError
 
 
 @dataclass
@@ -43,17 +44,16 @@ class AutoencoderConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("window", "hidden_size", "latent_size", "epochs", "batch_size", "min_worker_rows"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"autoencoder.{name}={getattr(self, name)} must be at least 1.")
-        if self.window < 2:
-            raise ConfigError(f"autoencoder.window={self.window} must be at least 2 (a window is a short history).")
-        if not 0.05 <= self.val_fraction <= 0.5:
-            raise ConfigError(f"autoencoder.val_fraction={self.val_fraction} must be in [0.05, 0.5].")
-        if not 0.5 <= self.threshold_quantile < 1:
-            raise ConfigError(f"autoencoder.threshold_quantile={self.threshold_quantile} must be in [0.5, 1).")
-        if self.lr <= 0:
-            raise ConfigError(f"autoencoder.lr={self.lr} must be positive.")
+        problems = Problems()
+        for name in ("hidden_size", "latent_size", "epochs", "batch_size", "min_worker_rows"):
+            check_positive(f"autoencoder.{name}", getattr(self, name), problems)
+        check_positive("autoencoder.window", self.window, problems, minimum=2)  # a window is a short history
+        check_number("autoencoder.val_fraction", self.val_fraction, problems, 0.05, 0.5)
+        check_number("autoencoder.threshold_quantile", self.threshold_quantile, problems, 0.5, 1, high_open=True)
+        check_number("autoencoder.lr", self.lr, problems, low=0, low_open=True)
+        check_number("autoencoder.weight_decay", self.weight_decay, problems, low=0)
+        check_type("autoencoder.seed", self.seed, (int,), problems)
+        problems.raise_if_any("autoencoder settings")
 
 
 @dataclass

@@ -14,9 +14,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from cortex._validate import Problems, check_int, check_number, check_positive
 from cortex.anomaly.features import transform
 from cortex.anomaly.metrics import FIELDS, MetricRow, by_worker, values_array
-from cortex.errors import AnomalyError, ConfigError
+from cortex.errors import AnomalyError
 
 # Below these spreads a z-score explodes on tiny changes (success is constant 1 for long stretches).
 _STD_FLOOR = np.array([0.05 if f not in ("error_rate", "success") else {"error_rate": 0.01, "success": 0.1}[f]
@@ -32,10 +33,11 @@ class ZScoreConfig:
     threshold_quantile: float = 0.995
 
     def __post_init__(self) -> None:
-        if not 2 <= self.min_history <= self.history:
-            raise ConfigError(f"zscore.min_history={self.min_history} must be in [2, history={self.history}].")
-        if not 0.5 <= self.threshold_quantile < 1:
-            raise ConfigError(f"zscore.threshold_quantile={self.threshold_quantile} must be in [0.5, 1).")
+        problems = Problems()
+        if check_positive("zscore.history", self.history, problems, minimum=2):
+            check_int("zscore.min_history", self.min_history, problems, minimum=2, maximum=self.history)
+        check_number("zscore.threshold_quantile", self.threshold_quantile, problems, 0.5, 1, high_open=True)
+        problems.raise_if_any("zscore settings")
 
 
 class RollingZScore:

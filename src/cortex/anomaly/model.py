@@ -14,7 +14,8 @@ from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from cortex.errors import ConfigError, ModelInputError
+from cortex._validate import Problems, check_positive
+from cortex.errors import ModelInputError
 
 
 class MetricAutoencoderConfig(PreTrainedConfig):
@@ -35,23 +36,24 @@ class MetricAutoencoderConfig(PreTrainedConfig):
     def __init__(self, n_features: int = 5, window: int = 8, hidden_size: int = 32, latent_size: int = 6,
                  output_low: list[float] | None = None, output_high: list[float] | None = None,
                  initializer_range: float = 0.1, **kwargs):
-        for name, value in (("n_features", n_features), ("window", window), ("hidden_size", hidden_size),
-                            ("latent_size", latent_size)):
-            if value < 1:
-                raise ConfigError(f"{name}={value} must be at least 1.")
-        if latent_size >= window * n_features:
-            raise ConfigError(
+        problems = Problems()
+        sizes_ok = all([check_positive(name, value, problems) for name, value in (
+            ("n_features", n_features), ("window", window), ("hidden_size", hidden_size), ("latent_size", latent_size))])
+        if sizes_ok and latent_size >= window * n_features:
+            problems.add(
                 f"latent_size={latent_size} must be smaller than window*n_features={window * n_features}, "
-                "or the autoencoder can copy its input and every window looks normal."
+                "or the autoencoder can copy its input and every window looks normal.", "latent_size", latent_size,
             )
+        problems.raise_if_any("MetricAutoencoderConfig")
         output_low = list(output_low) if output_low is not None else [-6.0] * n_features
         output_high = list(output_high) if output_high is not None else [6.0] * n_features
         if len(output_low) != n_features or len(output_high) != n_features or any(
                 lo >= hi for lo, hi in zip(output_low, output_high)):
-            raise ConfigError(
+            problems.add(
                 f"output_low={output_low} / output_high={output_high} must give one range per feature "
                 f"({n_features}) with low < high."
             )
+        problems.raise_if_any("MetricAutoencoderConfig")
         self.output_low = output_low
         self.output_high = output_high
         self.n_features = n_features

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cortex._validate import Problems, check_positive
 from cortex.anomaly.alerts import Alert, JsonlAlertSink
 from cortex.anomaly.detector import Detector, RowScore
 from cortex.anomaly.metrics import FIELDS, MetricRow, parse_row
-from cortex.errors import AnomalyError, ConfigError
+from cortex.errors import AnomalyError
 
 
 @dataclass
@@ -37,10 +38,10 @@ class EpisodeTracker:
     _hot: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.recover_after < 1 or self.confirm_after < 1:
-            raise ConfigError(
-                f"recover_after={self.recover_after} and confirm_after={self.confirm_after} must be at least 1."
-            )
+        problems = Problems()
+        check_positive("recover_after", self.recover_after, problems)
+        check_positive("confirm_after", self.confirm_after, problems)
+        problems.raise_if_any("episode tracker")
 
     def update(self, s: RowScore, values: tuple[float, ...]) -> Alert | None:
         """The alert that score ``s`` of a row with ``values`` raises, if any."""

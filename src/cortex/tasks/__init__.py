@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from cortex.errors import ConfigError
 from cortex._validate import Problems, build_dataclass, check_choice
+from cortex.errors import ConfigError
 from cortex.tasks.base import Task, batch_size
 from cortex.tasks.classification import ClassificationTask
 from cortex.tasks.denoising import DenoisingLMTask

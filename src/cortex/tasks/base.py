@@ -17,9 +17,15 @@ from typing import Any, ClassVar
 
 import torch
 
+from cortex._validate import (
+    Problems,
+    check_choice,
+    check_fraction,
+    check_positive,
+    check_type,
+)
 from cortex.corruption import CORRUPTION_KINDS, CorruptionParams
 from cortex.errors import ConfigError, DataError
-from cortex._validate import Problems, check_choice, check_fraction, check_positive, check_type
 from cortex.tasks.corruption import draw_corruption
 from cortex.tasks.evaluation import MetricAccumulator
 

@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from cortex.errors import DataError
 from cortex._validate import Problems, check_positive
+from cortex.errors import DataError
 from cortex.tasks.base import Batch, Task
 from cortex.tasks.evaluation import ClassificationAccumulator
 

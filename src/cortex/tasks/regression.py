@@ -9,8 +9,8 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from cortex.errors import DataError
 from cortex._validate import Problems, check_type
+from cortex.errors import DataError
 from cortex.tasks.base import Batch, Task, stack_target_columns
 from cortex.tasks.evaluation import RegressionAccumulator
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cortex._validate import Problems, check_type
 from cortex.errors import ConfigError, closest
 from cortex.tasks import Task, parse_task
-from cortex._validate import Problems, check_type
 from cortex.training.settings import TrainSettings, parse_settings
 
 CONFIG_NAME = "train"
@@ -349,8 +349,8 @@ def validate_group_option(group: str, option: str, config_dir: str | os.PathLike
     ``tasks``, ``data`` and ``trainer`` through their own parsers. Folders of other tools
     (``design/``, ``router/``) are only composed.
     """
-    from cortex.training.datamodules import parse_data_spec
     from cortex.models.neural_tree import NeuralTreeConfig
+    from cortex.training.datamodules import parse_data_spec
 
     if group == "experiment":
         validate_config(compose_config([f"experiment={option}"], config_dir))

@@ -30,10 +30,6 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Sampler
 
-from cortex.data.collators import TreeCollator, ids_column, root_max_length
-from cortex.data.tokenization import tokenize_dataset
-from cortex.errors import ConfigError, DataError
-from cortex.tasks import Task
 from cortex._validate import (
     Problems,
     build_dataclass,
@@ -44,6 +40,10 @@ from cortex._validate import (
     check_positive,
     check_type,
 )
+from cortex.data.collators import TreeCollator, ids_column, root_max_length
+from cortex.data.tokenization import tokenize_dataset
+from cortex.errors import DataError
+from cortex.tasks import Task
 
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".arrow": "arrow"}
 SPLIT_ROLES = ("train", "val", "test")

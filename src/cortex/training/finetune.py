@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cortex._validate import Problems, check_bool, check_non_empty, check_number, check_positive, check_type
 from cortex.errors import ConfigError, DataError, RegistryError
 from cortex.hub.entry import RegistryEntry
 from cortex.hub.paths import validate_name
@@ -48,11 +49,16 @@ class FinetuneSettings:
     text_field: str = "text"
 
     def __post_init__(self) -> None:
-        for f in ("max_steps", "batch_size", "block_size", "save_every", "lora_rank"):
-            if getattr(self, f) < 1:
-                raise ConfigError(f"{f}={getattr(self, f)} must be at least 1.")
-        if not self.lr > 0:
-            raise ConfigError(f"lr={self.lr} must be positive.")
+        problems = Problems()
+        for name in ("max_steps", "batch_size", "block_size", "save_every", "lora_rank", "lora_alpha"):
+            check_positive(name, getattr(self, name), problems)
+        check_positive("warmup_steps", self.warmup_steps, problems, minimum=0)
+        check_number("lr", self.lr, problems, low=0, low_open=True)
+        check_number("weight_decay", self.weight_decay, problems, low=0)
+        check_bool("lora", self.lora, problems)
+        check_type("seed", self.seed, (int,), problems)
+        check_non_empty("text_field", self.text_field, problems)
+        problems.raise_if_any("fine-tuning settings")
 
 
 def read_texts(data: str | os.PathLike, text_field: str = "text") -> list[str]:

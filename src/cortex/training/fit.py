@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
+from cortex._validate import Problems
 from cortex.errors import ConfigError
 from cortex.tasks import Task, build_tasks
-from cortex._validate import Problems
 from cortex.training.settings import TrainSettings, parse_settings
 
 
@@ -271,7 +271,11 @@ def run_training(tree, tasks: Sequence[Task], datamodule, settings: TrainSetting
 def _run(tree, tasks, datamodule, settings: TrainSettings, callbacks: Iterable, start: float) -> FitResult:
     import lightning as L
 
-    from cortex.training.callbacks import checkpoint_callback, ema_callback, progress_callback
+    from cortex.training.callbacks import (
+        checkpoint_callback,
+        ema_callback,
+        progress_callback,
+    )
     from cortex.training.module import NeuralTreeModule
 
     with _quiet(settings.quiet):

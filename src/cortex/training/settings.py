@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cortex.errors import ConfigError
 from cortex._validate import (
     Problems,
     build_dataclass,
@@ -19,6 +18,7 @@ from cortex._validate import (
     check_positive,
     check_type,
 )
+from cortex.errors import ConfigError
 
 LR_SCHEDULES = ("cosine", "linear", "constant")
 OPTIMIZATIONS = ("automatic", "per_leaf")
