@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
-from cortex.errors import ConfigError
+from cortex._validate import Problems, build_dataclass, check_known_keys, check_non_empty
 from cortex.hub.registry import Registry
 
 
@@ -25,28 +25,24 @@ class ModelSelection:
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> "ModelSelection":
-        known = {f.name for f in fields(cls)}
-        for key in cfg:
-            if key not in known:
-                raise ConfigError.unknown_key(key, known, "model selection")
+        """A selection from a config mapping; one :class:`ConfigError` lists every problem."""
+        problems = Problems()
         values = dict(cfg)
         if values.get("char_lm") is None:  # `char_lm:` left empty in YAML means "defaults"
             values.pop("char_lm", None)
         elif not isinstance(values["char_lm"], Mapping):
-            raise ConfigError(
+            problems.add(
                 f"char_lm={values['char_lm']!r} must be a mapping of CharLMConfig fields, e.g. "
-                "char_lm: {num_hidden_layers: 2, hidden_size: 64}."
+                "char_lm: {num_hidden_layers: 2, hidden_size: 64}.", "char_lm", values["char_lm"],
             )
         model_name = values.get("model_name")
-        if model_name is not None and (not isinstance(model_name, str) or not model_name.strip()):
-            raise ConfigError(
-                f"model_name={model_name!r} must be a registry name (see `cortex models list`) or null for the "
-                "built-in char_lm."
-            )
-        chars = values.get("chars")
-        if chars is not None and (not isinstance(chars, str) or not chars):
-            raise ConfigError(f"chars={chars!r} must be a non-empty string of characters, or null for printable ASCII.")
-        return cls(**values)
+        if model_name is not None and not check_non_empty("model_name", model_name, problems):
+            problems.add("model_name names a registry entry (see `cortex models list`); null builds the built-in char_lm.")
+        if values.get("chars") is not None:  # null: printable ASCII
+            check_non_empty("chars", values["chars"], problems)
+        selection = build_dataclass(cls, values, "model selection", problems)
+        problems.raise_if_any("model selection")
+        return selection
 
 
 def build_model(selection: ModelSelection | Mapping[str, Any], registry: Registry | None = None):
@@ -63,10 +59,9 @@ def build_model(selection: ModelSelection | Mapping[str, Any], registry: Registr
     from cortex.models.char_lm import CharLMConfig, CharLMForCausalLM
 
     tokenizer = build_char_tokenizer(sel.chars or DEFAULT_CHARS)
-    known = set(CharLMConfig().to_dict())
-    for key in sel.char_lm:
-        if key not in known:
-            raise ConfigError.unknown_key(key, known, "char_lm")
+    problems = Problems()
+    check_known_keys("char_lm", sel.char_lm, CharLMConfig().to_dict(), problems)
+    problems.raise_if_any("model selection")
     cfg = CharLMConfig(**{**sel.char_lm, "vocab_size": len(tokenizer)})
     model = CharLMForCausalLM(cfg)
     tokenizer.model_max_length = cfg.max_position_embeddings
