@@ -10,9 +10,30 @@ from typing import Any
 import torch
 from torch import nn
 
+from cortex.errors import UnsafeWeightsError
 from cortex.hub.entry import RegistryEntry
 from cortex.hub.families import FamilyAdapter, family_for_folder, get_family
+from cortex.hub.families.base import has_pickle_weights_only
 from cortex.hub.registry import Registry
+
+
+def refuse_pickle_only(folder: str | os.PathLike, allow_pickle: bool, what: str = "model") -> None:
+    """Raise :class:`~cortex.errors.UnsafeWeightsError` when ``folder`` holds pickle weights
+    (``pytorch_model.bin``, ``.pt``...) and no safetensors, unless ``allow_pickle``.
+
+    Every ``from_pretrained`` cortex owns calls this before transformers reads the folder, so a
+    pickle-only folder never loads without the explicit flag. Folders that are not local (Hub ids)
+    are left to ``use_safetensors=True``, which refuses them in transformers.
+    """
+    path = Path(folder)
+    if allow_pickle or not path.is_dir() or not has_pickle_weights_only(path):
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    raise UnsafeWeightsError(
+        f"{what} folder {path} holds only pickle weights ({', '.join(pickles[:3])}), which can run code when "
+        "loaded; cortex loads safetensors only. If you trust the file, pass allow_pickle=True (CLI: --allow-pickle), "
+        "or convert it once with: cortex import-model <folder> --allow-pickle (writes safetensors)."
+    )
 
 
 @dataclass

@@ -2,6 +2,10 @@
 
 All blocks take ``x`` ``(B, T, C)`` and a padding mask ``(B, T)`` bool (True = real token) and keep
 padded positions at zero, so that convolutions never read padding as signal.
+
+The repeated blocks are transformers' ``GradientCheckpointingLayer``s, so
+``tree.gradient_checkpointing_enable()`` checkpoints them exactly as it checkpoints an HF
+backbone's decoder layers (recomputed in the backward pass, RNG state preserved for dropout).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -23,7 +28,7 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device, dtype: tor
     return enc.to(dtype)
 
 
-class Conv1dResidBlock(nn.Module):
+class Conv1dResidBlock(GradientCheckpointingLayer):
     """Pre-norm residual block: norm → swish → conv → norm → swish → conv, plus (projected) input.
 
     ``(B, T, in_dim)`` → ``(B, T, out_dim)``; convolutions use 'same' padding along ``T``.
@@ -45,7 +50,7 @@ class Conv1dResidBlock(nn.Module):
         return (self.proj(x) + self.drop(h)) * m
 
 
-class TransformerBlock(nn.Module):
+class TransformerBlock(GradientCheckpointingLayer):
     """Pre-norm bidirectional self-attention block with a key-padding mask, ``(B, T, D)`` → same."""
 
     def __init__(self, dim: int, num_heads: int, ff_dim: int | None = None, dropout: float = 0.0):

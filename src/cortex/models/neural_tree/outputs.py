@@ -2,17 +2,23 @@
 
 Leaf outputs always carry the ensemble axis first, ``(E, B, ...)``, even when ``E == 1``, so code
 that treats the ensemble as posterior samples (acquisition functions) never special-cases it.
+
+Every output is a ``transformers.utils.ModelOutput``: attribute, key (``out["leaf_outputs"]``) and
+index access as in any HF model, and a registered pytree node, so ``torch.export`` and
+``torch.compile`` pass through them. As ModelOutput requires, every field after the first defaults
+to ``None``; nodes always fill the ones documented as set.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
+from transformers.utils import ModelOutput
 
 
 @dataclass
-class RootOutput:
+class RootOutput(ModelOutput):
     """One root's output.
 
     Attributes:
@@ -28,17 +34,17 @@ class RootOutput:
     """
 
     features: torch.Tensor
-    attention_mask: torch.Tensor
-    token_embeddings: torch.Tensor
-    input_ids: torch.Tensor | None
-    corrupted_ids: torch.Tensor | None
-    is_corrupted: torch.Tensor
-    corrupt_frac: torch.Tensor
-    input_mask: torch.Tensor
+    attention_mask: torch.Tensor | None = None
+    token_embeddings: torch.Tensor | None = None
+    input_ids: torch.Tensor | None = None
+    corrupted_ids: torch.Tensor | None = None
+    is_corrupted: torch.Tensor | None = None
+    corrupt_frac: torch.Tensor | None = None
+    input_mask: torch.Tensor | None = None
 
 
 @dataclass
-class TrunkOutput:
+class TrunkOutput(ModelOutput):
     """The trunk's combined features.
 
     Attributes:
@@ -49,12 +55,12 @@ class TrunkOutput:
     """
 
     features: torch.Tensor
-    attention_mask: torch.Tensor
-    root_spans: dict[str, tuple[int, int]] = field(default_factory=dict)
+    attention_mask: torch.Tensor | None = None
+    root_spans: dict[str, tuple[int, int]] | None = None
 
 
 @dataclass
-class BranchOutput:
+class BranchOutput(ModelOutput):
     """A branch's features for each of its ``E`` ensemble members.
 
     Attributes:
@@ -64,12 +70,12 @@ class BranchOutput:
     """
 
     features: torch.Tensor
-    attention_mask: torch.Tensor
-    pooled: torch.Tensor
+    attention_mask: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None
 
 
 @dataclass
-class RegressorLeafOutput:
+class RegressorLeafOutput(ModelOutput):
     """Gaussian predictions in natural parameters and in target units.
 
     Attributes:
@@ -80,9 +86,9 @@ class RegressorLeafOutput:
     """
 
     loc: torch.Tensor
-    scale: torch.Tensor
-    eta1: torch.Tensor
-    eta2: torch.Tensor
+    scale: torch.Tensor | None = None
+    eta1: torch.Tensor | None = None
+    eta2: torch.Tensor | None = None
 
 
 @dataclass
@@ -91,14 +97,14 @@ class SequenceRegressorLeafOutput(RegressorLeafOutput):
 
 
 @dataclass
-class ClassifierLeafOutput:
+class ClassifierLeafOutput(ModelOutput):
     """Attributes: logits ``(E, B, C)``."""
 
     logits: torch.Tensor
 
 
 @dataclass
-class DenoisingLMLeafOutput:
+class DenoisingLMLeafOutput(ModelOutput):
     """Attributes: logits ``(E, B, T, V)`` over the root's vocabulary at the root's positions."""
 
     logits: torch.Tensor
@@ -108,17 +114,22 @@ LeafOutput = RegressorLeafOutput | ClassifierLeafOutput | DenoisingLMLeafOutput
 
 
 @dataclass
-class NeuralTreeOutput:
+class NeuralTreeOutput(ModelOutput):
     """Everything a forward pass computed, node by node (only the requested leaves' branches).
 
     Attributes:
+        loss: scalar, the weighted sum of the leaf losses when ``forward`` got ``targets``; else ``None``
+            (and then absent from the keys and the tuple, as in every HF output).
+        leaf_losses: leaf name → scalar loss of each leaf in ``targets`` (unweighted), or ``None``.
         root_outputs: root name → :class:`RootOutput` (empty after ``call_from_trunk``).
         trunk_outputs: :class:`TrunkOutput`.
         branch_outputs: branch name → :class:`BranchOutput`.
-        leaf_outputs: leaf name → its output dataclass (leading ensemble axis ``E``).
+        leaf_outputs: leaf name → its output (leading ensemble axis ``E``).
     """
 
-    root_outputs: dict[str, RootOutput]
-    trunk_outputs: TrunkOutput
-    branch_outputs: dict[str, BranchOutput]
-    leaf_outputs: dict[str, LeafOutput]
+    loss: torch.Tensor | None = None
+    leaf_losses: dict[str, torch.Tensor] | None = None
+    root_outputs: dict[str, RootOutput] | None = None
+    trunk_outputs: TrunkOutput | None = None
+    branch_outputs: dict[str, BranchOutput] | None = None
+    leaf_outputs: dict[str, LeafOutput] | None = None

@@ -53,6 +53,10 @@ class Root(nn.Module, abc.ABC):
     def token_embedding(self) -> nn.Module:
         """The module mapping ids ``(B, T)`` to embeddings ``(B, T, E)``."""
 
+    @abc.abstractmethod
+    def set_token_embedding(self, value: nn.Module) -> None:
+        """Replace the token embedding (``tree.set_input_embeddings`` on a single-root tree)."""
+
     @property
     def embedding_dim(self) -> int:
         return self.token_embedding.weight.shape[-1]

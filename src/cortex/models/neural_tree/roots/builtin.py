@@ -43,6 +43,9 @@ class Conv1dRoot(Root):
     def token_embedding(self) -> nn.Module:
         return self.embeddings
 
+    def set_token_embedding(self, value: nn.Module) -> None:
+        self.embeddings = value
+
     def encode(self, embeddings: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = embeddings
         if self.pos_encoding:
@@ -69,6 +72,9 @@ class TransformerRoot(Root):
     @property
     def token_embedding(self) -> nn.Module:
         return self.embeddings
+
+    def set_token_embedding(self, value: nn.Module) -> None:
+        self.embeddings = value
 
     def encode(self, embeddings: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         T = embeddings.shape[1]

@@ -60,7 +60,9 @@ class HFRoot(Root):
                 f"HF root backbone has model_type={model_type!r}, which transformers does not know ({e}). "
                 "Install the library that defines it, or use a different source."
             ) from e
-        self.model = AutoModel.from_config(cfg, trust_remote_code=spec.trust_remote_code)
+        # the backbone config carries the dtype it was saved in; the tree's own dtype wins, which is the
+        # default dtype while from_pretrained(dtype=...) builds the tree, so the whole tree has one dtype
+        self.model = AutoModel.from_config(cfg, trust_remote_code=spec.trust_remote_code, dtype=torch.get_default_dtype())
         self.hidden_layer = spec.hidden_layer
         self.freeze = spec.freeze
         self.pool = HF_POOLING[spec.pooling]
@@ -70,6 +72,9 @@ class HFRoot(Root):
     @property
     def token_embedding(self) -> nn.Module:
         return self.model.get_input_embeddings()
+
+    def set_token_embedding(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
 
     def train(self, mode: bool = True) -> "HFRoot":
         super().train(mode)
