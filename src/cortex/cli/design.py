@@ -66,7 +66,9 @@ def _run_with_display(config, title: str) -> None:
 
 
 def design_cmd(
-    config: Path = typer.Option(..., "--config", "-c", help="Design config YAML (Hydra), e.g. configs/design/ehrlich.yaml."),
+    config: str = typer.Option(
+        ..., "--config", "-c", help="Shipped design config name (ehrlich; see cortex configs list design) or a YAML path."
+    ),
     overrides: list[str] = typer.Argument(None, help="Hydra overrides, e.g. loop.budget=2048 lambo.num_mutations=3."),
     out: Path = typer.Option(None, "--out", help="Output folder (overrides out_dir in the config)."),
 ) -> None:
@@ -77,7 +79,7 @@ def design_cmd(
     if out is not None:
         data["out_dir"] = str(out)
     job = DesignJobConfig.from_dict(data)
-    _run_with_display(job, f"LaMBO-2 design ({config.name})")
+    _run_with_display(job, f"LaMBO-2 design ({Path(config).stem})")
 
 
 def quickstart_cmd(
@@ -98,13 +100,13 @@ def quickstart_cmd(
     _run_with_display(job, "LaMBO-2 rounds")
 
 
-def load_design_config(path: Path, overrides: list[str]) -> dict:
-    """Compose a YAML design config with Hydra (``defaults`` lists and ``key=value`` overrides work)."""
+def load_design_config(config: str | Path, overrides: list[str]) -> dict:
+    """Compose a design config (a shipped name such as ``ehrlich``, or a YAML path) with Hydra
+    (``defaults`` lists and ``key=value`` overrides work)."""
+    from cortex.configs import resolve_config
     from cortex.errors import ConfigError
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--config {path} is not a file; pass a YAML such as configs/design/ehrlich.yaml.")
+    path = resolve_config(config, group="design")
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf

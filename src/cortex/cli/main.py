@@ -28,6 +28,7 @@ COMMAND_MODULES: list[str] = [
     "cortex.cli.lens",
     "cortex.cli.packs",
     "cortex.cli.monitor",  # after cortex.cli.lens: adds `monitor` to the lens group (else a `steer` group)
+    "cortex.cli.configs",
 ]
 
 err_console = Console(stderr=True, highlight=False)

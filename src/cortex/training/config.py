@@ -36,10 +36,10 @@ GROUPS = ("roots", "trunk", "branches", "tree", "tasks", "data", "trainer", "exp
 
 # ---------------------------------------------------------------------------------------- finding
 def packaged_config_dir() -> Path:
-    """The ``configs`` folder shipped inside the installed package."""
-    from importlib.resources import files
+    """The ``configs`` folder shipped inside the installed package (see :mod:`cortex.configs`)."""
+    from cortex.configs import config_dir
 
-    return Path(str(files("cortex") / "configs"))
+    return config_dir()
 
 
 def find_config_dir(explicit: str | os.PathLike | None = None) -> Path:
