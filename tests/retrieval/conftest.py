@@ -101,10 +101,10 @@ def write_repo(root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def embedder():
-    """The real packaged MiniLM, shared by all retrieval tests (loaded once)."""
-    from cortex.retrieval.embedder import MiniLMEmbedder
+    """The real packaged MiniLM, shared by all retrieval tests (loaded once: the process-wide default)."""
+    from cortex.retrieval.embedder import default_embedder
 
-    emb = MiniLMEmbedder()
+    emb = default_embedder()
     emb.embed(["warm up"], warn=False)
     return emb
 

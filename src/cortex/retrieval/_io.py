@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +62,15 @@ def generation_name(stem: str, generation: int, suffix: str) -> str:
     return f"{stem}.g{generation}.{suffix}"
 
 
-def sweep_generations(folder: Path, keep: int) -> None:
-    """Delete generation files other than ``keep`` and leftover temp files (after a commit)."""
+def sweep_generations(folder: Path, keep: Collection[int]) -> None:
+    """Delete generation files not in ``keep`` and leftover temp files (after a commit, under the lock).
+
+    Temp files are only ever written under the folder lock, so any found here belong to a writer
+    that died mid-commit.
+    """
     for p in folder.iterdir():
         m = _GEN_RE.search(p.name)
-        stale_gen = m is not None and int(m.group(1)) != keep
+        stale_gen = m is not None and int(m.group(1)) not in keep
         stale_tmp = p.name.startswith(".") and p.name.endswith(".tmp")
         if p.is_file() and (stale_gen or stale_tmp):
             with contextlib.suppress(OSError):

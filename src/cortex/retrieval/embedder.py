@@ -1,7 +1,7 @@
 """Sentence embedders: the packaged MiniLM by default, behind a small protocol.
 
-Every embedder has an ``id`` (recorded in the index so that a different encoder is refused), a
-``dim`` and a token limit. Texts longer than the limit are truncated, never silently: each batch
+Every embedder has an ``id`` (its name or class, recorded in the index with ``dim`` so that a
+different encoder is refused), a ``dim`` and a token limit. Texts longer than the limit are truncated, never silently: each batch
 reports which inputs were cut, and :meth:`Embedder.embed` warns with :class:`TruncationWarning`.
 """
 
@@ -47,7 +47,11 @@ class Embedder(Protocol):
     max_tokens: int
 
     def embed(self, texts: Sequence[str], warn: bool = True) -> EmbeddingBatch:
-        """Embed ``texts`` into ``(N, dim)`` unit vectors."""
+        """Embed documents ``texts`` into ``(N, dim)`` unit vectors."""
+        ...
+
+    def embed_queries(self, texts: Sequence[str], warn: bool = True) -> EmbeddingBatch:
+        """Embed search queries (asymmetric encoders embed them differently from documents)."""
         ...
 
     def count_tokens(self, text: str) -> int:
@@ -177,6 +181,10 @@ class MiniLMEmbedder:
                 stacklevel=2,
             )
         return EmbeddingBatch(out, n_tokens, truncated)
+
+    def embed_queries(self, texts: Sequence[str], warn: bool = True) -> EmbeddingBatch:
+        """MiniLM is symmetric: queries are embedded exactly like documents."""
+        return self.embed(texts, warn=warn)
 
 
 _DEFAULT: dict[int, MiniLMEmbedder] = {}

@@ -9,6 +9,7 @@ a registry keyed by name (``dense``, ``bm25``, ``hybrid``); hybrid fuses the oth
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,8 +105,11 @@ class CodeIndex:
         self.collection = collection
         self.chunking = chunking
         self.fusion = fusion or FusionConfig()  # how ``hybrid`` fuses; a query-time setting, not stored
-        self._chunks: dict[str, Chunk] = {i: Chunk.from_dict(r) for i, r in collection.records.items()}
-        self._bm25: tuple[BM25, list[str]] | None = None
+        # Derived from the collection's records, rebuilt when its version moves (own writes, or a
+        # newer commit by another writer). A rebuilt dict replaces the old one, so a reader in
+        # another thread keeps a consistent snapshot.
+        self._chunks: tuple[int, dict[str, Chunk]] = (-1, {})
+        self._bm25: tuple[int, BM25, list[str]] | None = None
 
     @classmethod
     def open(cls, folder: str | Path | None = None, embedder: Embedder | None = None, *, create: bool = True,
@@ -132,52 +136,59 @@ class CodeIndex:
 
     @property
     def chunks(self) -> dict[str, Chunk]:
-        """All chunks by id."""
-        return self._chunks
+        """All chunks by id (a snapshot: do not modify it; write through the index's methods)."""
+        coll = self.collection
+        with coll.mutex:
+            if self._chunks[0] != coll.version:
+                self._chunks = (coll.version, {i: Chunk.from_dict(r) for i, r in coll.records.items()})
+            return self._chunks[1]
 
     def __len__(self) -> int:
-        return len(self._chunks)
+        return len(self.collection)
+
+    def refresh(self) -> bool:
+        """Load what other writers committed since this index was opened; True if anything changed."""
+        return self.collection.sync()
 
     # ------------------------------------------------------------------ writes
     def add_chunks(self, chunks: Sequence[Chunk], progress: Progress | None = None) -> int:
         """Embed and store ``chunks`` (replacing same ids); returns how many were truncated."""
-        truncated = self.collection.add([c.id for c in chunks], [c.embed_text() for c in chunks],
-                                        [c.to_dict() for c in chunks], progress=progress)
-        self._chunks.update({c.id: c for c in chunks})
-        self._bm25 = None
-        return truncated
+        return self.collection.add([c.id for c in chunks], [c.embed_text() for c in chunks],
+                                   [c.to_dict() for c in chunks], progress=progress)
 
     def delete(self, ids: Sequence[str]) -> None:
-        """Remove chunks by id."""
+        """Remove chunks by id (unknown ids are ignored)."""
         self.collection.delete(ids)
-        for i in ids:
-            self._chunks.pop(i, None)
-        self._bm25 = None
 
-    def add_texts(self, texts: Sequence[str], metadatas: Sequence[dict[str, Any]] | None = None,
-                  ids: Sequence[str] | None = None) -> list[str]:
-        """Add free-standing documents (kind ``document``); ``metadata["path"]`` is used as the path if given."""
-        metadatas = list(metadatas) if metadatas is not None else [{} for _ in texts]
-        if len(metadatas) != len(texts) or (ids is not None and len(ids) != len(texts)):
-            raise RetrievalError(f"{len(texts)} texts with {len(metadatas)} metadatas and "
-                                 f"{len(ids) if ids is not None else 'no'} ids; give one per text.")
-        chunks = []
-        for j, (text, meta) in enumerate(zip(texts, metadatas)):
-            path = str(meta.get("path", meta.get("source", "")))
-            start, end = int(meta.get("start_line", 0)), int(meta.get("end_line", 0))
-            cid = ids[j] if ids is not None else chunk_id(path, start, end, text, "document")
-            chunks.append(Chunk(cid, path, start, end, str(meta.get("kind", "document")),
-                                str(meta.get("name", "")), text, str(meta.get("file_hash", ""))))
-        self.add_chunks(chunks)
-        extra = self.collection.extra.setdefault("doc_metadata", {})
-        for c, meta in zip(chunks, metadatas):
-            extra[c.id] = dict(meta)
-        return [c.id for c in chunks]
+    def add_texts(self, texts: Sequence[str], metadatas: Sequence[dict[str, Any] | None] | None = None,
+                  ids: Sequence[str | None] | None = None) -> list[str]:
+        """Add free-standing documents (kind ``document``), each with its user metadata; returns their ids.
+
+        The metadata is stored as given and returned as given: no key of it is interpreted. A
+        document without an id gets a fresh UUID, so the same text added twice is kept twice.
+        """
+        texts = list(texts)
+        metadatas = list(metadatas) if metadatas is not None else [None] * len(texts)
+        ids = list(ids) if ids is not None else [None] * len(texts)
+        if not len(metadatas) == len(ids) == len(texts):
+            raise RetrievalError(f"{len(texts)} texts with {len(metadatas)} metadatas and {len(ids)} ids; "
+                                 "give one per text (or none).")
+        ids = [str(i) if i is not None else str(uuid.uuid4()) for i in ids]
+        payloads = [{**Chunk(i, "", 0, 0, "document", "", t, "").to_dict(), "metadata": dict(m or {})}
+                    for i, t, m in zip(ids, texts, metadatas)]
+        self.collection.add(ids, texts, payloads)
+        return ids
 
     def metadata_of(self, chunk: Chunk) -> dict[str, Any]:
-        """Metadata of a chunk as LangChain sees it: its fields plus anything added with it."""
-        base = {k: v for k, v in chunk.to_dict().items() if k not in ("text", "id")}
-        return {**base, **self.collection.extra.get("doc_metadata", {}).get(chunk.id, {})}
+        """Metadata of a chunk as LangChain sees it.
+
+        A document added with :meth:`add_texts` has exactly the metadata it was added with. A chunk
+        of an indexed file has its place in the file: path, lines, kind, name and file hash.
+        """
+        record = self.collection.records.get(chunk.id, {})
+        if "metadata" in record:
+            return dict(record["metadata"])
+        return {k: v for k, v in chunk.to_dict().items() if k not in ("text", "id")}
 
     def update(self, root: str | Path, *, excludes: Sequence[str] = DEFAULT_EXCLUDES, rebuild: bool = False,
                progress: Progress | None = None) -> IndexUpdate:
@@ -189,14 +200,14 @@ class CodeIndex:
         t0 = time.perf_counter()
         root_path = Path(root).resolve()
         report = IndexUpdate()
-        with self.collection.lock:
+        with self.collection.locked():  # the file listing is diffed against the newest commit
             if self.root is not None and self.root != str(root_path) and not rebuild:
                 raise RetrievalError(
                     f"The index in {str(self.folder)!r} was built from {self.root!r}, not {str(root_path)!r}. "
                     "Use another index (--name NAME) or replace it with --rebuild."
                 )
             if rebuild:
-                self.delete(list(self._chunks))
+                self.delete(list(self.collection.records))
                 self.collection.extra["files"] = {}
             self.collection.extra["root"] = str(root_path)
             self.collection.extra["chunking"] = vars(self.chunking).copy()
@@ -235,12 +246,9 @@ class CodeIndex:
                 if old is not None:
                     self.delete([i for i in old["chunks"] if i not in {c.id for c in chunks}])
                 files[rel] = {"sha256": src.sha256, "size": src.size, "chunks": [c.id for c in chunks]}
-                for c in chunks:
-                    if c.id in kept:  # same text at the same place: keep its vector, refresh its file hash
-                        self._chunks[c.id] = c
-                        self.collection.records[c.id] = {**c.to_dict(), "id": c.id}
-                    else:
-                        new_chunks.append(c)
+                refreshed = {c.id: c.to_dict() for c in chunks if c.id in kept}
+                self.collection.put(refreshed)  # same text at the same place: keep its vector, refresh its file hash
+                new_chunks.extend(c for c in chunks if c.id not in kept)
             for rel in sorted(set(files) - set(seen)):
                 # gone, or now skipped (e.g. grew past the size limit): either way not in the index
                 self.delete(files.pop(rel)["chunks"])
@@ -258,11 +266,13 @@ class CodeIndex:
 
     # ------------------------------------------------------------------ reads
     def bm25(self) -> tuple[BM25, list[str]]:
-        """The BM25 index over chunk texts (built on first use) and the chunk id of each row."""
-        if self._bm25 is None:
-            ids = list(self._chunks)
-            self._bm25 = (BM25([self._chunks[i].embed_text() for i in ids]), ids)
-        return self._bm25
+        """The BM25 index over chunk texts (built on first use after a change) and the chunk id of each row."""
+        version, chunks = self.collection.version, self.chunks
+        cached = self._bm25
+        if cached is None or cached[0] != version:
+            ids = list(chunks)
+            cached = self._bm25 = (version, BM25([chunks[i].embed_text() for i in ids]), ids)
+        return cached[1], cached[2]
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid", depth: int | None = None,
                where: Callable[[Chunk], bool] | None = None) -> SearchResult:
@@ -277,16 +287,18 @@ class CodeIndex:
             raise ConfigError(f"k={k} must be at least 1.")
         if mode not in SEARCH_MODES:
             raise ConfigError.bad_choice("mode", mode, SEARCH_MODES)
+        self.collection.sync()  # see what other writers committed
+        chunks = self.chunks
         depth = depth or max(50, 4 * k)
         if where is not None:
-            depth = max(depth, len(self._chunks))  # filtering needs every candidate to be sure of k
+            depth = max(depth, len(chunks))  # filtering needs every candidate to be sure of k
         result = SearchResult(query, mode, [])
-        if not self._chunks:
+        if not chunks:
             return result
         fused = SEARCH_MODES[mode](self, query, depth, result)
         for doc, score, ranks in fused:
-            chunk = self._chunks[doc]
-            if where is None or where(chunk):
+            chunk = chunks.get(doc)  # None: added by another thread after this search took its snapshot
+            if chunk is not None and (where is None or where(chunk)):
                 result.hits.append(SearchHit(chunk, score, ranks))
                 if len(result.hits) == k:
                     break

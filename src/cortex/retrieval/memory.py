@@ -104,13 +104,18 @@ class MemoryHit:
 
 
 class LongTermMemory:
-    """Past tasks with embedded summaries, in a folder (default ``$CORTEX_HOME/rag/memory``)."""
+    """Past tasks with embedded summaries, in a folder (default ``$CORTEX_HOME/rag/memory``).
+
+    Several processes (router replicas, workers) may record outcomes into one folder at once: each
+    commit builds on the newest one, and reads see what the others committed.
+    """
 
     def __init__(self, folder: str | Path | None = None, embedder: Embedder | None = None):
         folder = Path(folder) if folder is not None else cortex_home() / "rag" / "memory"
         self.collection = Collection.open(folder, embedder or default_embedder(), kind=KIND)
 
     def __len__(self) -> int:
+        self.collection.sync()
         return len(self.collection)
 
     def add(self, records: list[TaskRecord] | TaskRecord, commit: bool = True) -> None:
@@ -130,6 +135,7 @@ class LongTermMemory:
 
     def get(self, task_id: str) -> TaskRecord:
         """The record of ``task_id``."""
+        self.collection.sync()
         rec = self.collection.records.get(task_id)
         if rec is None:
             raise RetrievalError(f"No task {task_id!r} in long-term memory ({len(self)} tasks stored).")
