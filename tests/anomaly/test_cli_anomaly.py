@@ -48,3 +48,17 @@ def test_bad_inputs(tmp_path, capsys):
     assert code == 1 and "cortex anomaly train" in err
     code, _, err = run(capsys, "anomaly", "train", str(bad), "--method", "forest")
     assert code == 1 and "--method='forest' is not one of" in err
+
+
+def test_demo_writes_seeded_files_the_detectors_read(tmp_path, capsys):
+    from cortex.anomaly.metrics import read_metrics
+
+    code, out, _ = run(capsys, "anomaly", "demo", str(tmp_path / "a"), "--workers", "2", "--seed", "3")
+    assert code == 0 and "cortex anomaly train" in out
+    assert main(["anomaly", "demo", str(tmp_path / "b"), "--workers", "2", "--seed", "3"]) == 0
+    for name in ("history.jsonl", "live.jsonl", "events.jsonl"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert len(read_metrics(tmp_path / "a" / "history.jsonl").rows) == 2 * 600
+    live = read_metrics(tmp_path / "a" / "live.jsonl").rows
+    events = [json.loads(x) for x in (tmp_path / "a" / "events.jsonl").read_text().splitlines()]
+    assert len(live) == 2 * 400 and len(events) == 4 and {e["worker"] for e in events} == {"worker-0", "worker-1"}

@@ -13,10 +13,15 @@ a few percent, and a task fails when its error rate is high). Injected events:
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from cortex._atomic import atomic_write
 from cortex.anomaly.metrics import FIELDS, MetricRow
 from cortex.errors import ConfigError
 
@@ -134,3 +139,38 @@ def make_streams(n_workers: int, n_history: int, n_live: int, events_per_worker:
     history_rows, _ = _interleave(hist, 0)
     live_rows, labels = _interleave(live, n_history)
     return Streams(history_rows, live_rows, events, np.array(labels, dtype=bool))
+
+
+@dataclass
+class DemoFiles:
+    """What :func:`write_demo` wrote: normal ``history`` to train on, ``live`` rows with incidents to
+    score or watch, and ``events`` (the injected incidents, one JSON line each, the answer key)."""
+
+    history: Path
+    live: Path
+    events: Path
+    n_history: int
+    n_live: int
+    n_events: int
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def write_demo(folder: str | os.PathLike, n_workers: int = 3, n_history: int = 600, n_live: int = 400,
+               events_per_worker: int = 2, seed: int = 0) -> DemoFiles:
+    """Generate worker metrics to try the detectors on: ``history.jsonl`` (normal rows of
+    ``n_workers`` workers), ``live.jsonl`` (a later stretch with ``events_per_worker`` injected
+    incidents per worker) and ``events.jsonl`` (which incidents, where). Seeded: the same seed
+    writes the same files."""
+    streams = make_streams(n_workers, n_history, n_live, events_per_worker=events_per_worker, seed=seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = DemoFiles(folder / "history.jsonl", folder / "live.jsonl", folder / "events.jsonl",
+                      len(streams.history), len(streams.live), len(streams.events))
+    _write_jsonl(files.history, [r.as_dict() for r in streams.history])
+    _write_jsonl(files.live, [r.as_dict() for r in streams.live])
+    _write_jsonl(files.events, [dataclasses.asdict(e) for e in streams.events])
+    return files

@@ -155,6 +155,23 @@ def watch_cmd(
     console.print(f"read {lines} lines: {monitor.rows_seen} rows, {monitor.bad_rows} bad, {sink.count} alert(s) written")
 
 
+@anomaly_app.command("demo")
+def demo_cmd(
+    folder: Path = typer.Argument(Path("anomaly-demo"), help="Folder to write history.jsonl, live.jsonl and events.jsonl into."),
+    workers: int = typer.Option(3, "--workers", min=1, help="Number of simulated workers."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (the same seed writes the same files)."),
+) -> None:
+    """Write generated worker metrics to try the detectors on: normal history, and live rows with injected incidents."""
+    from cortex.anomaly.synthetic import write_demo
+
+    files = write_demo(folder, n_workers=workers, seed=seed)
+    console.print(
+        f"wrote {files.n_history} normal rows to {files.history}, {files.n_live} live rows with {files.n_events} "
+        f"incidents to {files.live} (answer key: {files.events})\n"
+        f"next: cortex anomaly train {files.history} && cortex anomaly score {files.live}", soft_wrap=True,
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add ``cortex anomaly`` to the CLI."""
     app.add_typer(anomaly_app, name="anomaly")
