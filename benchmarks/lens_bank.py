@@ -11,6 +11,9 @@ what ``cortex lens train`` writes by default), half with LayerNorm, at width d, 
 - ``max_abs_diff``: largest |bank − loop| logit over the block (float32).
 
 Usage: python benchmarks/lens_bank.py [--quick] [--device cuda] [--probe mlp|linear]
+
+:func:`make_probes`, :func:`make_bank` and :func:`measure` are the stages of :func:`run`;
+``benchmarks/gpu_suite.py`` imports them to time bf16 and fp32 banks over one set of probes.
 """
 
 from __future__ import annotations
@@ -41,7 +44,11 @@ def _time(fn, repeats: int) -> float:
     return best
 
 
-def run(n: int, d: int, tokens: int, loop: str, device: str, seed: int = 0, probe: str = "mlp") -> dict:
+def make_probes(n: int, d: int, device: str, seed: int = 0, probe: str = "mlp"):
+    """``n`` probes of kind ``probe`` at width ``d``, half with LayerNorm, sharing one input normalizer.
+
+    Returns ``(probes {name: module}, mean (d,), std (d,))``.
+    """
     torch.manual_seed(seed)
     mean, std = torch.randn(d) * 0.1, torch.rand(d) + 0.5
     probes = {}
@@ -51,29 +58,52 @@ def run(n: int, d: int, tokens: int, loop: str, device: str, seed: int = 0, prob
             p.norm.weight.data.normal_(1.0, 0.1)
             p.norm.bias.data.normal_(0.0, 0.1)
         probes[f"c{i}"] = p.set_normalizer(mean, std).eval().to(device)
-    bank = BatchedLensBank(d, input_mean=mean, input_std=std, device=device)
+    return probes, mean, std
+
+
+def make_bank(probes: dict, d: int, mean: torch.Tensor, std: torch.Tensor, device: str,
+              dtype: torch.dtype = torch.float32) -> BatchedLensBank:
+    """A :class:`BatchedLensBank` in ``dtype`` holding ``probes`` (added in chunks)."""
+    bank = BatchedLensBank(d, input_mean=mean, input_std=std, device=device, dtype=dtype)
     names = list(probes)
-    for i in range(0, n, 500):  # in chunks: one add of 8,000 d=896 probes would stack ~4 GB of temporaries
+    for i in range(0, len(names), 500):  # in chunks: one add of 8,000 d=896 probes would stack ~4 GB of temporaries
         bank.add({k: probes[k] for k in names[i:i + 500]})
-    modules = [probes[name] for name in bank.names]
+    return bank
+
+
+def measure(bank: BatchedLensBank, modules: list, tokens: int, loop: str, device: str,
+            dtype: torch.dtype = torch.float32) -> dict:
+    """Per-token seconds of the bank and of the per-probe loop (modules and inputs in ``dtype``) on a
+    random block ``(tokens, d)``, and the largest |bank - loop| logit."""
+    n, d = len(bank), bank.dim
     x = torch.randn(tokens, d, device=device)
+    xl = x.to(dtype)
     big = n * d >= 2000 * 896
     with torch.inference_mode():
         batched = _time(lambda: bank.logits(x), 3 if big else 10) / tokens
-        ref = torch.stack([m(x) for m in modules], dim=1)
-        diff = float((bank.logits(x) - ref).abs().max())
+        ref = torch.stack([m(xl) for m in modules], dim=1).float()
+        diff = float((bank.logits(x).float() - ref).abs().max())
         if loop == "per_probe":
-            looped = _time(lambda: [m(x) for m in modules], 1 if big else 3) / tokens
+            looped = _time(lambda: [m(xl) for m in modules], 1 if big else 3) / tokens
             timed = tokens
         else:
             timed = min(tokens, 2 if big else 4)
-            rows = [x[t:t + 1] for t in range(timed)]
+            rows = [xl[t:t + 1] for t in range(timed)]
             looped = _time(lambda: [m(r) for r in rows for m in modules], 1) / timed
+    return {"batched_s_per_token": batched, "loop_s_per_token": looped, "loop_tokens_timed": timed, "max_abs_diff": diff}
+
+
+def run(n: int, d: int, tokens: int, loop: str, device: str, seed: int = 0, probe: str = "mlp") -> dict:
+    probes, mean, std = make_probes(n, d, device, seed, probe)
+    bank = make_bank(probes, d, mean, std, device)
+    modules = [probes[name] for name in bank.names]
+    m = measure(bank, modules, tokens, loop, device)
+    batched, looped = m["batched_s_per_token"], m["loop_s_per_token"]
     del probes, modules, bank
     return {
-        "probe": probe, "n_probes": n, "dim": d, "tokens": tokens, "loop": loop, "loop_tokens_timed": timed, "device": device,
-        "batched_ms_per_token": round(batched * 1e3, 4), "loop_ms_per_token": round(looped * 1e3, 4),
-        "ratio": round(looped / batched, 2), "max_abs_diff": float(f"{diff:.3g}"),
+        "probe": probe, "n_probes": n, "dim": d, "tokens": tokens, "loop": loop, "loop_tokens_timed": m["loop_tokens_timed"],
+        "device": device, "batched_ms_per_token": round(batched * 1e3, 4), "loop_ms_per_token": round(looped * 1e3, 4),
+        "ratio": round(looped / batched, 2), "max_abs_diff": float(f"{m['max_abs_diff']:.3g}"),
         "platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }

@@ -18,6 +18,9 @@ shared machine hit them alike), the best 10-step window, peak memory (RSS on CPU
 ``max_memory_allocated`` on CUDA) and the ratio to the baseline, plus the machine. Usage::
 
     python benchmarks/train_throughput.py [--steps 40] [--rounds 3] [--warmup 10] [--device cpu|cuda] [--threads 1]
+
+:func:`run_one` (one configuration's step times and peak memory) and :func:`summarize` are what
+``benchmarks/gpu_suite.py`` imports; on CUDA the peak is reset per configuration, so they may share a process.
 """
 
 from __future__ import annotations
@@ -173,7 +176,7 @@ def run_one(config: str, steps: int, warmup: int, device: str) -> dict:
             "peak_memory_kind": "cuda_max_allocated" if device == "cuda" else "process_max_rss"}
 
 
-def _summarize(runs: list[dict], rows_per_step: int) -> dict:
+def summarize(runs: list[dict], rows_per_step: int) -> dict:
     """Median step time over every round (robust to other jobs on a shared machine) and the best 10-step window."""
     import statistics
 
@@ -215,7 +218,7 @@ def main() -> None:
             if out.returncode != 0:
                 raise SystemExit(f"{config} failed:\n{out.stderr[-3000:]}")
             runs[config].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    results = {c: _summarize(r, BATCH * 2) for c, r in runs.items()}
+    results = {c: summarize(r, BATCH * 2) for c, r in runs.items()}
     base = results.get("baseline")
     line = {
         "benchmark": "train_throughput",
