@@ -97,8 +97,10 @@ class Collection:
     ``mutex`` (re-entrant) guards that state against other threads of this process.
     """
 
-    def __init__(self, folder: Path, embedder: Embedder, kind: str, snapshot: _Snapshot):
+    def __init__(self, folder: Path, embedder: Embedder, kind: str, snapshot: _Snapshot,
+                 backend_options: dict[str, Any] | None = None):
         self.folder = folder
+        self.backend_options = dict(backend_options or {})  # e.g. the chroma URL; used at every reload
         self.embedder = embedder
         self.kind = kind
         self.version = 0
@@ -123,22 +125,25 @@ class Collection:
 
     @classmethod
     def open(cls, folder: str | Path, embedder: Embedder, *, kind: str, create: bool = True,
-             backend: str = "embedded") -> "Collection":
+             backend: str = "embedded", backend_options: dict[str, Any] | None = None) -> "Collection":
         """Open the collection in ``folder`` (creating an empty one if allowed).
+
+        ``backend`` names the vector backend of a new collection (an existing one keeps its own);
+        ``backend_options`` go to the backend each time it is opened (``{"url": ...}`` for chroma).
 
         Raises :class:`RetrievalError` when the folder holds another kind of collection, or
         vectors from a different embedder (it names both).
         """
         folder = Path(folder)
-        snap = _load(folder, embedder, kind) if folder.exists() else None
+        snap = _load(folder, embedder, kind, backend_options) if folder.exists() else None
         if snap is None:
             if not create:
                 raise RetrievalError(
                     f"No {kind} in {str(folder)!r}. Build one first, e.g. `cortex rag index PATH`."
                 )
             folder.mkdir(parents=True, exist_ok=True)
-            snap = _Snapshot({}, open_backend(backend, folder, None, embedder.dim), backend, {}, 0, None)
-        return cls(folder, embedder, kind, snap)
+            snap = _Snapshot({}, open_backend(backend, folder, None, embedder.dim, backend_options), backend, {}, 0, None)
+        return cls(folder, embedder, kind, snap, backend_options)
 
     def _install(self, snap: _Snapshot) -> None:
         self.records = snap.records
@@ -152,7 +157,7 @@ class Collection:
 
     def _adopt_latest(self) -> None:
         """Load the newest commit and replay pending operations on it (caller holds the mutex)."""
-        snap = _load(self.folder, self.embedder, self.kind)
+        snap = _load(self.folder, self.embedder, self.kind, self.backend_options)
         if snap is None:  # the folder was emptied under us: keep what we have
             return
         own_extra = self.extra if json.dumps(self.extra, sort_keys=True) != self._extra_base else None
@@ -182,19 +187,21 @@ class Collection:
         For read-modify-commit sequences whose logic depends on the current state (the code
         index's incremental update): nobody else commits until the block ends.
         """
-        with self.mutex:
-            try:
-                self._file_lock.acquire()
-            except Timeout as e:
-                raise RetrievalError(
-                    f"Another process has held the lock on {str(self.folder)!r} for {LOCK_TIMEOUT_S:.0f} s "
-                    "(probably a long `cortex rag index`). Wait for it to finish, then retry."
-                ) from e
-            try:
+        # Folder lock first, thread lock second (always in this order): a thread waiting for another
+        # process's commit does not block this process's readers, which only need the thread lock.
+        try:
+            self._file_lock.acquire()
+        except Timeout as e:
+            raise RetrievalError(
+                f"Another process has held the lock on {str(self.folder)!r} for {LOCK_TIMEOUT_S:.0f} s "
+                "(probably a long `cortex rag index`). Wait for it to finish, then retry."
+            ) from e
+        try:
+            with self.mutex:
                 self.sync()
                 yield self
-            finally:
-                self._file_lock.release()
+        finally:
+            self._file_lock.release()
 
     # ------------------------------------------------------------------ writes
     def __len__(self) -> int:
@@ -243,6 +250,17 @@ class Collection:
             if progress:
                 progress("embed", min(s + batch, len(ids)), len(ids))
         return truncated
+
+    def add_vectors(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
+        """Store ``ids`` with ``payloads`` and vectors ``(N, dim)`` that are already computed (nothing is embedded)."""
+        self._record("upsert", (list(ids), np.asarray(vectors, dtype=np.float32), [dict(p) for p in payloads]))
+
+    def held_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Vectors the backend still holds for uncommitted ``ids`` from an interrupted write (a server keeps
+        what it was sent; the embedded backend loses it with the process and has no ``held``)."""
+        held = getattr(self.backend, "held", None)  # optional capability of the backend protocol
+        with self.mutex:
+            return held(ids) if held is not None and ids else {}
 
     def delete(self, ids: Iterable[str]) -> None:
         """Remove ``ids`` (unknown ones are ignored)."""
@@ -317,14 +335,15 @@ def _check_pointer(folder: Path, pointer: dict[str, Any], embedder: Embedder, ki
         )
 
 
-def _load_generation(folder: Path, pointer: dict[str, Any], embedder: Embedder, stamp: Stamp) -> _Snapshot:
+def _load_generation(folder: Path, pointer: dict[str, Any], embedder: Embedder, stamp: Stamp,
+                     backend_options: dict[str, Any] | None = None) -> _Snapshot:
     try:
         lines = (folder / pointer["records"]).read_text(encoding="utf-8").splitlines()
         records = {r["id"]: r for r in map(json.loads, lines) if r}
     except (OSError, json.JSONDecodeError, KeyError) as e:
         raise RetrievalError(f"Records of {str(folder)!r} are missing or corrupt ({e}). Rebuild with --rebuild.") from e
     backend_state = pointer["backend"]
-    be = open_backend(backend_state["name"], folder, backend_state, embedder.dim)
+    be = open_backend(backend_state["name"], folder, backend_state, embedder.dim, backend_options)
     if len(be) != len(records):
         raise RetrievalError(
             f"{str(folder)!r} has {len(records)} records but {len(be)} vectors. Rebuild with --rebuild."
@@ -332,7 +351,7 @@ def _load_generation(folder: Path, pointer: dict[str, Any], embedder: Embedder, 
     return _Snapshot(records, be, backend_state["name"], pointer.get("extra", {}), int(pointer["generation"]), stamp)
 
 
-def _load(folder: Path, embedder: Embedder, kind: str) -> _Snapshot | None:
+def _load(folder: Path, embedder: Embedder, kind: str, backend_options: dict[str, Any] | None = None) -> _Snapshot | None:
     """The last committed generation in ``folder`` (None when there is none), read without the lock.
 
     A concurrent commit may sweep the files of the generation being read; then the pointer has
@@ -346,7 +365,7 @@ def _load(folder: Path, embedder: Embedder, kind: str) -> _Snapshot | None:
             return None
         _check_pointer(folder, pointer, embedder, kind)
         try:
-            return _load_generation(folder, pointer, embedder, stamp)
+            return _load_generation(folder, pointer, embedder, stamp, backend_options)
         except RetrievalError as e:
             if _stamp(folder) == stamp:
                 raise
