@@ -89,9 +89,17 @@ def test_ehrlich_dataset_values_and_feasibility_match_the_function():
         assert (math.isnan(value) and not ok) or value == pytest.approx(float(truth))
 
 
-def test_routing_data_is_read(shared_data):
+def test_routing_data_is_read_from_the_shipped_sample():
     splits = load_splits(DataSpec(builtin="routing", options={"max_rows": 50}, val_fraction=0.2), "routing")
     assert len(splits["train"]) == 40 and {"prompt", "master"} <= set(splits["train"].column_names)
+    sample = load_splits(DataSpec(builtin="routing", val_fraction=0.2), "routing")
+    assert len(sample["train"]) + len(sample["val"]) == 350 and len(set(sample["train"]["master"])) == 7
+
+
+def test_routing_data_is_read_from_a_path(shared_data):
+    full = load_splits(DataSpec(builtin="routing", options={"path": str(shared_data / "routing" / "train.jsonl"),
+                                                            "max_rows": 2000}, val_fraction=0.5), "routing")
+    assert len(full["train"]) == 1000
 
 
 def _tokenizers():

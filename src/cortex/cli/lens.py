@@ -25,7 +25,8 @@ def _int_list(text: str | None, what: str) -> list[int] | None:
 
 @lens_app.command("train")
 def train_cmd(
-    model: str = typer.Option(..., "--model", help="Registry model to read hidden states from."),
+    model: str = typer.Option(..., "--model", help="Registry model to read hidden states from; 'minilm' is the "
+                              "packaged MiniLM encoder (registered on first use)."),
     concepts: str = typer.Option(..., "--concepts", help="Registry concept pack (or a concept pack folder)."),
     layers: str = typer.Option(None, "--layers", help="Model layers to consider, e.g. 1,3,5 (default: all)."),
     concept_filter: str = typer.Option("examples", "--concept-filter",

@@ -99,5 +99,16 @@ def push_cmd(
     console.print(f"[green]pushed[/] {name} to {remote} at {oid[:12]}")
 
 
+@packs_app.command("sample")
+def sample_cmd(
+    folder: str = typer.Argument("everyday-pack", help="Folder to write the sample concept pack into (new or empty)."),
+) -> None:
+    """Write the small concept pack shipped with cortex (12 everyday concepts with example sentences)."""
+    from cortex.resources import write_sample_pack
+
+    dest = write_sample_pack(folder)
+    console.print(f"wrote the sample concept pack to {dest}; register it with: cortex packs import {dest}", soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(packs_app, name="packs")

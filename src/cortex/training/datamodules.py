@@ -3,7 +3,7 @@
 - :class:`DataSpec` names a source: any HF dataset (``load_dataset`` on a Hub id, or on local
   csv/jsonl/json/parquet files or a folder), a dataset saved with ``save_to_disk``, or a built-in
   example (``ehrlich``: generated Ehrlich-function sequences with value and feasibility;
-  ``routing``: text classification on ``../shared/data/routing/train.jsonl``). Columns are renamed
+  ``routing``: text classification on routing prompts, by default the sample shipped with cortex). Columns are renamed
   with ``columns`` (``{source_name: new_name}``, e.g. HF ``label`` → a task's target), existing splits
   are used when present (``splits``) and seeded random ones are cut otherwise.
 - :class:`TaskDataModule` is one task's ``LightningDataModule``: it encodes the task's targets,
@@ -303,24 +303,22 @@ def ehrlich_dataset(
     })
 
 
-def shared_data_dir() -> Path:
-    """``$CORTEX_SHARED_DATA`` or ``<repo>/../shared/data`` (the project's shared real data)."""
-    env = os.environ.get("CORTEX_SHARED_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
-
-
 def routing_dataset(path: str | None = None, max_rows: int | None = None, seed: int = 0):
-    """Text classification on the routing prompts: columns ``prompt``, ``master`` (7 groups), ``source``,
-    ``subject``, ``weak_correct``, ``strong_correct`` (bools) — from ``routing/train.jsonl`` in the shared data."""
+    """Text classification on routing prompts: columns ``prompt``, ``master`` (7 groups), ``source``,
+    ``subject``, ``weak_correct``, ``strong_correct`` (bools).
+
+    ``path`` is a JSON-lines file of such rows (the full routing data, or your own); without it, the
+    350-row sample shipped with cortex (:func:`cortex.resources.routing_sample_path`).
+    """
     import datasets
 
-    file = Path(path) if path else shared_data_dir() / "routing" / "train.jsonl"
+    from cortex.resources import routing_sample_path
+
+    file = Path(path).expanduser() if path else routing_sample_path()
     if not file.is_file():
         raise DataError(
-            f"routing data not found at {file}; set CORTEX_SHARED_DATA to the folder holding routing/train.jsonl, "
-            "or pass data.<name>.options.path."
+            f"routing data not found at {file}; pass data.<name>.options.path=FILE (JSON lines with prompt and "
+            "master), or leave it unset for the sample shipped with cortex."
         )
     ds = datasets.load_dataset("json", data_files=str(file))["train"]
     if max_rows is not None and len(ds) > max_rows:
@@ -605,5 +603,5 @@ class MultiTaskDataModule(LightningDataModule):
 
 __all__ = [
     "BUILTIN_DATA", "DataSpec", "MultiTaskDataModule", "ShardedSampler", "TaskDataModule", "ehrlich_dataset",
-    "load_splits", "parse_data_spec", "routing_dataset", "shared_data_dir",
+    "load_splits", "parse_data_spec", "routing_dataset",
 ]
