@@ -7,7 +7,9 @@ commit protocol of :mod:`cortex.retrieval.collection`, not the encoder.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -141,6 +143,9 @@ def test_writer_killed_mid_commit_leaves_last_commit_and_lock_free(tmp_path):
     assert sorted(_reopen(folder).index.chunks) == sorted([f"kept-{i}" for i in range(5)] + ["after"])
     names = {p.name for p in folder.iterdir()}
     assert not any(n.endswith(".tmp") for n in names)
+    # The crashed generation 2 was written over by the next commit; nothing older than its predecessor stays
+    assert json.loads((folder / POINTER).read_text())["generation"] == 2
+    assert {int(m.group(1)) for n in names if (m := re.search(r"\.g(\d+)\.", n))} <= {1, 2}
 
 
 def test_writer_killed_at_a_random_moment_leaves_a_readable_index(tmp_path):
