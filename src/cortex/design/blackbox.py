@@ -137,6 +137,8 @@ class BlackBox:
         self.alphabet = check_alphabet(alphabet, num_states) if alphabet is not None else None
         self.history: list[Evaluation] = []
         self._index: dict[bytes, int] = {}  # sequence bytes -> position in history
+        self.asked = 0  # rows passed to evaluate (what an optimizer proposed)
+        self.repeated = 0  # of those, rows already in the history or earlier in their batch (not sent)
 
     # ----------------------------------------------------------------------------------- state
     @property
@@ -195,8 +197,10 @@ class BlackBox:
         keys = sequence_keys(x)
         new_rows: list[int] = []
         batch_keys: set[bytes] = set()
+        self.asked += len(keys)
         for i, key in enumerate(keys):
             if key in self._index or key in batch_keys:
+                self.repeated += 1
                 continue
             if self.remaining is not None and len(new_rows) >= self.remaining:
                 break

@@ -98,6 +98,13 @@ class LoopSettings:
     num_parents: int = 16
     max_attempts: int = 3
     selection: str = "chains"
+    parent_selection: str = "best"
+    trust_region_fraction: float = 0.0
+    trust_region_parents: int = 2
+    trust_region_candidates: int | None = 2048
+    crossover_fraction: float = 0.0
+    support_unseen_prob: float = 0.05
+    support_prior: bool = True
 
 
 @dataclass(frozen=True)
@@ -158,11 +165,7 @@ class DesignJobConfig:
 
     def loop_config(self) -> DesignLoopConfig:
         loop = self.loop
-        return DesignLoopConfig(
-            batch_size=loop.batch_size, rounds=loop.rounds, budget=loop.budget, num_chains=loop.num_chains,
-            num_parents=loop.num_parents, max_attempts=loop.max_attempts, selection=loop.selection,
-            lambo=self.lambo, surrogate=self.surrogate,
-        )
+        return DesignLoopConfig(**dataclasses.asdict(loop), lambo=self.lambo, surrogate=self.surrogate)
 
 
 _SECTION_TYPES = {"problem": ProblemConfig, "tree": TreeSettings, "lambo": LaMBO2Config,

@@ -37,6 +37,7 @@ import torch
 
 from cortex.design.acquisition import DesignObjective, EnsembleAcquisition
 from cortex.design.alphabet import check_alphabet, state_token_ids, strings_to_states
+from cortex.design.transitions import TransitionSupport, joint_decode, window_mask
 from cortex.errors import DesignError
 
 FeasibilityFn = Callable[[torch.Tensor], torch.Tensor]  # states [B, L] -> bool [B]
@@ -61,6 +62,11 @@ class LaMBO2Config:
             (0: the plain first-order gradient at the tokens); see :meth:`LaMBO2.saliency`.
         resample_edit_positions: choose new edit positions every step (else once per ``optimize``).
         max_edits: most positions a sequence may differ from its seed (``None``: unbounded).
+        edit_window: width of the contiguous window edited around each of the ``num_mutations`` salient
+            centres (1: single positions, as published); neighbours of a salient position are re-decoded with it.
+        decoder: ``independent`` (each masked position sampled on its own, as published) or ``joint``
+            (the masked runs sampled together under the learned transition support, see
+            :func:`~cortex.design.transitions.joint_decode`; needs :attr:`LaMBO2.support`, else independent).
         decode_uniform_mix: ``epsilon``: decoding samples ``(1 - epsilon) p_delta + epsilon / V``, so every
             state keeps a chance at an edited position even where the denoising LM rules it out (0: as
             published). A small floor lets the search leave the LM's habits when the surrogate has
@@ -78,9 +84,13 @@ class LaMBO2Config:
     resample_edit_positions: bool = True
     max_edits: int | None = None
     decode_uniform_mix: float = 0.0
+    edit_window: int = 1
+    decoder: str = "independent"
 
     def __post_init__(self) -> None:
-        for name in ("num_steps", "num_mutations", "guidance_steps"):
+        if self.decoder not in ("independent", "joint"):
+            raise DesignError(f"lambo.decoder={self.decoder!r} is not one of independent, joint.")
+        for name in ("num_steps", "num_mutations", "guidance_steps", "edit_window"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise DesignError(f"lambo.{name}={value!r} must be an integer >= 1.")
@@ -195,6 +205,8 @@ class LaMBO2:
         self.objective = objective
         self.config = config or LaMBO2Config()
         self.feasibility_fn = feasibility_fn
+        # the learned transition support the joint decoder reads (the design loop keeps it up to date)
+        self.support: TransitionSupport | None = None
         self.alphabet = check_alphabet(alphabet)
         specs = tree.config.leaf_specs()
         lms = [name for name, spec in specs.items() if spec.kind == "denoising_lm"]
@@ -282,6 +294,13 @@ class LaMBO2:
     def acquisition(self, baseline: torch.LongTensor) -> EnsembleAcquisition:
         """The acquisition with ``best_f`` / Pareto front from the predictions for ``baseline`` ``[N, L]``."""
         return EnsembleAcquisition(self.objective, self.predict(self.to_states(baseline)))
+
+    @torch.no_grad()
+    def lm_log_probs(self, states: torch.LongTensor, masked: torch.BoolTensor) -> torch.Tensor:
+        """``(B, L, V)`` the denoising LM's log-distribution over states with ``masked`` positions masked."""
+        self.tree.eval()
+        ids = torch.where(masked, self.mask_id, self.ids(states))
+        return self._state_log_probs(self.tree(self._inputs(ids), leaf_keys=[self.lm_leaf]))
 
     @torch.no_grad()
     def score(self, states: torch.LongTensor, acquisition: EnsembleAcquisition) -> torch.Tensor:
@@ -412,7 +431,11 @@ class LaMBO2:
                 allowed = torch.where(at_budget, allowed & edited, allowed)
             if edit_mask is None or cfg.resample_edit_positions:
                 saliency = self.saliency(current, acquisition, allowed)
-                edit_mask = self.edit_positions(saliency, allowed, cfg.num_mutations)
+                if cfg.edit_window > 1:
+                    edit_mask = window_mask(saliency, allowed, cfg.num_mutations, cfg.edit_window,
+                                            cfg.saliency_temperature, self.generator)
+                else:
+                    edit_mask = self.edit_positions(saliency, allowed, cfg.num_mutations)
             corrupted = self._corrupt(edit_mask & allowed, cfg.corrupt_fraction(step))
             new_states, new_scores, new_feasible, report = self._guided_step(current, corrupted, acquisition, step)
             for states_k, scores_k, feasible_k in zip(new_states, new_scores, new_feasible):
@@ -515,9 +538,14 @@ class LaMBO2:
                 probs = self._state_log_probs(out).exp()
                 if cfg.decode_uniform_mix > 0:
                     probs = (1.0 - cfg.decode_uniform_mix) * probs + cfg.decode_uniform_mix / probs.shape[-1]
-                sampled = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1,
-                                            generator=self.generator).reshape(current.shape)
-                proposal = torch.where(corrupted, sampled, current)
+                if cfg.decoder == "joint" and self.support is not None:
+                    # adjacent masked positions are drawn together, so a needed bridging pair can appear
+                    proposal, _ = joint_decode(probs.clamp(min=1e-30).log(), corrupted, current,
+                                               self.support.log_weights(), self.generator)
+                else:
+                    sampled = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1,
+                                                generator=self.generator).reshape(current.shape)
+                    proposal = torch.where(corrupted, sampled, current)
             out_states.append(proposal)
             out_scores.append(self.score(proposal, acquisition))
             out_feasible.append(self.feasible(proposal))

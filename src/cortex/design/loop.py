@@ -34,7 +34,9 @@ from cortex._atomic import write_parquet_atomic
 from cortex.design.acquisition import DesignObjective, _split
 from cortex.design.blackbox import BlackBox, sequence_keys
 from cortex.design.lambo2 import FeasibilityFn, LaMBO2, LaMBO2Config
+from cortex.design.proposals import crossover, farthest_first, trust_region
 from cortex.design.surrogate import DesignData, FitReport, SurrogateSettings, fit_surrogate
+from cortex.design.transitions import TransitionSupport
 from cortex.errors import DesignError
 
 
@@ -52,6 +54,19 @@ class DesignLoopConfig:
         selection: ``chains``: each chain's final design first (one per chain, as published), then the
             best-scoring other decoded candidates; ``top``: the best-scoring candidates overall.
         method: the name recorded in the history's ``method`` column.
+        parent_selection: ``best``: the ``num_parents`` best designs (as published); ``diverse``:
+            farthest-first by Hamming distance among the best ``2 * num_parents``.
+        trust_region_fraction: share of each batch from the trust region (single edits and
+            window-repaired doubles of the best ``trust_region_parents`` designs, ranked by the
+            acquisition); the diffusion chains fill the rest (0: chains only, as published).
+        trust_region_parents: best designs (after parent selection) whose neighbourhood is listed.
+        trust_region_candidates: most neighbourhood designs scored per round (a uniform subsample).
+        crossover_fraction: share of each batch from one-point crossovers of parents with the junction
+            re-decoded jointly (0: none).
+        support_unseen_prob: weight of a state pair the transition support has not seen (see
+            :class:`~cortex.design.transitions.TransitionSupport`).
+        support_prior: add the support's log weights of a candidate's pairs to its trust-region rank
+            (unseen pairs cost ``log(support_unseen_prob)`` each), a learned prior on feasibility.
         lambo: :class:`~cortex.design.lambo2.LaMBO2Config`.
         surrogate: :class:`~cortex.design.surrogate.SurrogateSettings`.
     """
@@ -64,6 +79,13 @@ class DesignLoopConfig:
     max_attempts: int = 3
     selection: str = "chains"
     method: str = "lambo2"
+    parent_selection: str = "best"
+    trust_region_fraction: float = 0.0
+    trust_region_parents: int = 2
+    trust_region_candidates: int | None = 2048
+    crossover_fraction: float = 0.0
+    support_unseen_prob: float = 0.05
+    support_prior: bool = True
     lambo: LaMBO2Config = field(default_factory=LaMBO2Config)
     surrogate: SurrogateSettings = field(default_factory=SurrogateSettings)
 
@@ -78,6 +100,25 @@ class DesignLoopConfig:
                 raise DesignError(f"{name}={value!r} must be an integer >= 1 or None.")
         if self.rounds is None and self.budget is None:
             raise DesignError("Neither rounds nor budget bounds the design run; set one of them (e.g. budget=1000).")
+        if self.parent_selection not in ("best", "diverse"):
+            raise DesignError(f"parent_selection={self.parent_selection!r} is not one of best, diverse.")
+        for name in ("trust_region_fraction", "crossover_fraction"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+                raise DesignError(f"{name}={value!r} must be in [0, 1].")
+        if self.trust_region_fraction + self.crossover_fraction > 1.0:
+            raise DesignError(f"trust_region_fraction + crossover_fraction = "
+                              f"{self.trust_region_fraction + self.crossover_fraction} exceeds 1.")
+        if isinstance(self.trust_region_parents, bool) or not isinstance(self.trust_region_parents, int) \
+                or self.trust_region_parents < 1:
+            raise DesignError(f"trust_region_parents={self.trust_region_parents!r} must be an integer >= 1.")
+        if self.trust_region_candidates is not None and (isinstance(self.trust_region_candidates, bool) or not
+                                                         isinstance(self.trust_region_candidates, int)
+                                                         or self.trust_region_candidates < 1):
+            raise DesignError(f"trust_region_candidates={self.trust_region_candidates!r} must be an integer >= 1 "
+                              "or None.")
+        if not (isinstance(self.support_unseen_prob, (int, float)) and 0.0 < self.support_unseen_prob <= 1.0):
+            raise DesignError(f"support_unseen_prob={self.support_unseen_prob!r} must be in (0, 1].")
         if self.selection not in ("chains", "top"):
             raise DesignError(f"selection={self.selection!r} is not one of chains, top.")
         if not isinstance(self.method, str) or not self.method:
@@ -232,6 +273,11 @@ class DesignLoop:
         self.history_path = Path(history_path) if history_path is not None else None
         self.generator = torch.Generator().manual_seed(int(seed))
         self.acquisition_values: dict[bytes, float] = {}
+        self.support = TransitionSupport(len(alphabet), config.support_unseen_prob)
+        self.lambo.support = self.support
+        self._support_count = 0  # history records already added to the support
+        self.proposal_sources: dict[str, int] = {}
+        self.parent_uses: dict[bytes, int] = {}  # trust-region parent -> proposals drawn from it  # source -> designs sent (trust_region, crossover, chains)
         self.next_round = 1
         self.fitted = False
         if self.history_path is not None and self.history_path.exists():
@@ -299,9 +345,14 @@ class DesignLoop:
         signs = torch.tensor([-1.0 if n in self.objective.minimize else 1.0 for n in self.objective.objectives],
                              dtype=values.dtype)
         values = values * signs
-        ranks = _pareto_ranks(values, max_layers=self.config.num_parents)
+        n = self.config.num_parents
+        pool_size = n if self.config.parent_selection == "best" else 2 * n
+        ranks = _pareto_ranks(values, max_layers=pool_size)
         order = np.lexsort((-values[:, 0].numpy(), ranks.numpy()))
-        return pool[torch.as_tensor(order[: self.config.num_parents])]
+        best = pool[torch.as_tensor(order[:pool_size])]
+        if self.config.parent_selection == "diverse":
+            best = best[farthest_first(best, n)]
+        return best
 
     # ------------------------------------------------------------------------------ rounds
     def run(self, seeds: torch.Tensor | Sequence[str] | None = None,
@@ -352,47 +403,136 @@ class DesignLoop:
             if self.recorder.contract_error is not None:
                 raise DesignError(self.recorder.contract_error) from None
             raise
+        finally:
+            self._update_support()
+
+    def _update_support(self) -> None:
+        """Teach the transition support every design evaluated since the last call (failed ones left out)."""
+        new = [r for r in self.black_box.history[self._support_count:] if not r.failed]
+        self._support_count = len(self.black_box.history)
+        if new:
+            self.support.update(torch.tensor([r.states for r in new], dtype=torch.long),
+                                torch.tensor([r.feasible for r in new], dtype=torch.bool))
 
     def fit(self) -> FitReport:
         """Train (first call: ``initial_steps``) or fine-tune the tree on every evaluated design."""
         settings = self.config.surrogate
-        steps = settings.finetune_steps if self.fitted else settings.initial_steps
-        report = fit_surrogate(self.tree, self.data(), self.objective, steps=steps, settings=settings,
-                               lm_leaf=self.lambo.lm_leaf, root=self.lambo.root, generator=self.generator)
+        data = self.data()
+        check_every = None
+        if not self.fitted:
+            steps = settings.initial_steps
+        elif settings.finetune_epochs > 0:
+            # train to convergence on all the data: whole passes, checked once per pass, early-stopped
+            per_epoch = max(1, math.ceil(int((~data.failed).sum()) / settings.batch_size))
+            steps = min(settings.max_finetune_steps, math.ceil(settings.finetune_epochs * per_epoch))
+            check_every = min(per_epoch, settings.max_finetune_steps)
+        else:
+            steps = settings.finetune_steps
+        report = fit_surrogate(self.tree, data, self.objective, steps=steps, settings=settings,
+                               lm_leaf=self.lambo.lm_leaf, root=self.lambo.root, generator=self.generator,
+                               check_every=check_every)
         self.fitted = True
         return report
 
     def propose(self, n: int) -> torch.Tensor:
-        """Up to ``n`` new designs ``[n, L]``: LaMBO-2's best-scoring candidates the black box has not seen."""
+        """Up to ``n`` new designs ``[n, L]`` the black box has not seen.
+
+        The trust region and crossover take their shares of the batch first (best acquisition first);
+        LaMBO-2's diffusion chains fill the rest, and the trust region tops up what the chains leave.
+        """
+        cfg = self.config
         data = self.data()
         states = self.black_box.states_tensor()
         parents = self._parents(data, states)
         if self.black_box.remaining is not None:
             n = min(n, self.black_box.remaining)
-        chains = parents[torch.arange(self.config.chains) % len(parents)]
-        baseline = states[data.feasible]
-        acquisition = self.lambo.acquisition(baseline)
+        acquisition = self.lambo.acquisition(states[data.feasible])
         chosen: list[torch.Tensor] = []
         keys: set[bytes] = set()
-        for _ in range(self.config.max_attempts):
-            result = self.lambo.optimize(chains, is_mutable=self.is_mutable, acquisition=acquisition)
-            ranked, scores = result.ranked_candidates()
-            if self.config.selection == "chains":
-                # as published: each chain's final design (best first), then the other candidates
-                moved = (result.states != chains).any(-1)
-                order = torch.argsort(result.scores[moved], descending=True, stable=True)
-                ranked = torch.cat([result.states[moved][order], ranked])
-                scores = torch.cat([result.scores[moved][order], scores])
-            if len(ranked):
-                novel = ~self.black_box.seen(ranked)
-                for row, score, key, ok in zip(ranked, scores.tolist(), sequence_keys(ranked), novel.tolist()):
-                    if ok and key not in keys and len(chosen) < n:
-                        keys.add(key)
-                        chosen.append(row)
-                        self.acquisition_values[key] = score
-            if len(chosen) >= n:
-                break
+
+        def take(ranked: torch.Tensor, scores: torch.Tensor, limit: int, source: str) -> None:
+            if len(ranked) == 0:
+                return
+            novel = ~self.black_box.seen(ranked)
+            for row, score, key, ok in zip(ranked, scores.tolist(), sequence_keys(ranked), novel.tolist()):
+                if len(chosen) >= limit:
+                    break
+                if ok and key not in keys:
+                    keys.add(key)
+                    chosen.append(row)
+                    self.acquisition_values[key] = score
+                    self.proposal_sources[source] = self.proposal_sources.get(source, 0) + 1
+
+        n_tr = round(cfg.trust_region_fraction * n)
+        n_x = round(cfg.crossover_fraction * n)
+        region = self._trust_region(data, states, acquisition) if n_tr else None
+        if n_tr:
+            take(*region, n_tr, "trust_region")
+        if n_x:
+            take(*self._crossover(parents, acquisition, 4 * n_x), len(chosen) + n_x, "crossover")
+        if cfg.trust_region_fraction + cfg.crossover_fraction < 1.0:
+            chains = parents[torch.arange(cfg.chains) % len(parents)]
+            for _ in range(cfg.max_attempts):
+                if len(chosen) >= n:
+                    break
+                take(*self._chains(chains, acquisition), n, "chains")
+        if len(chosen) < n and region is not None:
+            take(*region, n, "trust_region")
         return torch.stack(chosen) if chosen else states.new_zeros(0, self.length)
+
+    def _chains(self, chains: torch.Tensor, acquisition) -> tuple[torch.Tensor, torch.Tensor]:
+        """LaMBO-2 candidates from ``chains``, ranked as ``config.selection`` says."""
+        result = self.lambo.optimize(chains, is_mutable=self.is_mutable, acquisition=acquisition)
+        ranked, scores = result.ranked_candidates()
+        if self.config.selection == "chains":
+            # as published: each chain's final design (best first), then the other candidates
+            moved = (result.states != chains).any(-1)
+            order = torch.argsort(result.scores[moved], descending=True, stable=True)
+            ranked = torch.cat([result.states[moved][order], ranked])
+            scores = torch.cat([result.scores[moved][order], scores])
+        return ranked, scores
+
+    def _rank(self, candidates: torch.Tensor, acquisition) -> tuple[torch.Tensor, torch.Tensor]:
+        """Candidates best first by acquisition (plus the support's log prior), keeping feasible ones."""
+        if len(candidates) == 0:
+            return candidates, torch.zeros(0)
+        candidates = candidates[self.lambo.feasible(candidates)]
+        scores = torch.cat([self.lambo.score(chunk, acquisition) for chunk in candidates.split(4096)]) \
+            if len(candidates) else torch.zeros(0)
+        rank_by = scores
+        if self.config.support_prior and len(candidates):
+            w = self.support.log_weights()
+            rank_by = scores + w[candidates[:, :-1], candidates[:, 1:]].sum(-1)
+        order = torch.argsort(rank_by, descending=True, stable=True)
+        return candidates[order], scores[order]
+
+    def _trust_region(self, data: DesignData, states: torch.Tensor, acquisition) -> tuple[torch.Tensor, torch.Tensor]:
+        """Single edits and window-repaired doubles of the best designs, ranked (see :func:`trust_region`).
+
+        Parents are the best feasible designs (first objective), the least used first among equal
+        values: on a plateau the search walks over the equally good designs instead of draining one
+        neighbourhood, which is how it crosses to a design with an improving neighbour.
+        """
+        mutable = self.is_mutable if self.is_mutable is not None else torch.ones(self.length, dtype=torch.bool)
+        feasible = torch.nonzero(data.feasible).flatten()
+        keys = sequence_keys(states[feasible])
+        uses = np.array([self.parent_uses.get(k, 0) for k in keys])
+        value = data.values[feasible, 0].numpy()
+        if self.objective.objectives[0] in self.objective.minimize:
+            value = -value
+        order = np.lexsort((np.arange(len(keys)), uses, -value))[: self.config.trust_region_parents]
+        top = states[feasible[torch.as_tensor(order)]]
+        cands, _ = trust_region(top, mutable, self.support, self.black_box.seen,
+                                max_candidates=self.config.trust_region_candidates, generator=self.generator)
+        share = max(1, round(self.config.trust_region_fraction * self.config.batch_size / len(top)))
+        for i in order:
+            self.parent_uses[keys[i]] = self.parent_uses.get(keys[i], 0) + share
+        return self._rank(cands, acquisition)
+
+    def _crossover(self, parents: torch.Tensor, acquisition, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        mutable = self.is_mutable if self.is_mutable is not None else torch.ones(self.length, dtype=torch.bool)
+        children = crossover(parents, n, mutable, self.support, generator=self.generator)
+        return self._rank(children, acquisition)
 
     def _report(self, rnd: int, result, before: int, seconds: float, fit: FitReport | None) -> RoundReport:
         values = result.values[result.sent]

@@ -45,6 +45,13 @@ class SurrogateSettings:
             drawn from every design and stays clean).
         max_corrupt_frac: masked fractions are the root schedule's draws scaled into ``(0, max]``:
             design masks a few positions at a time, so the LM trains where it is used.
+        finetune_epochs: 0: each round fine-tunes a fixed ``finetune_steps`` (as published); > 0: each
+            round trains up to this many passes over every evaluated design (at most
+            ``max_finetune_steps`` steps), checking a held-out ``val_fraction`` of the designs once per
+            pass and stopping after ``patience`` checks without improvement (the best weights are kept).
+        max_finetune_steps: cap on a round's steps with ``finetune_epochs > 0`` (bounds the cost late in a run).
+        patience: checks without a better validation loss before a fit stops.
+        val_fraction: share of the evaluated designs held out for early stopping.
     """
 
     initial_steps: int = 300
@@ -57,8 +64,20 @@ class SurrogateSettings:
     corrupt_prob: float = 0.5
     lm_data: str = "all"
     max_corrupt_frac: float = 0.5
+    finetune_epochs: float = 0.0
+    max_finetune_steps: int = 200
+    patience: int = 1
+    val_fraction: float = 0.1
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.finetune_epochs, (int, float)) and self.finetune_epochs >= 0):
+            raise DesignError(f"surrogate.finetune_epochs={self.finetune_epochs!r} must be >= 0 (0: fixed steps).")
+        if not (isinstance(self.val_fraction, (int, float)) and 0.0 < self.val_fraction < 1.0):
+            raise DesignError(f"surrogate.val_fraction={self.val_fraction!r} must be in (0, 1).")
+        for name in ("max_finetune_steps", "patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise DesignError(f"surrogate.{name}={value!r} must be an integer >= 1.")
         for name in ("initial_steps", "finetune_steps", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "batch_size" else 0):
@@ -188,14 +207,16 @@ def fit_surrogate(
     lm_leaf: str,
     root: str,
     generator: torch.Generator | None = None,
+    check_every: int | None = None,
 ) -> FitReport:
-    """Train every leaf the design reads for ``steps`` Adam steps (see the module docstring).
+    """Train every leaf the design reads for up to ``steps`` Adam steps (see the module docstring).
 
     ``objective.objectives[i]`` is trained on ``data.values[:, i]`` (transformed by
     ``settings.target_transform``); each constraint leaf on feasible (its named class) vs infeasible.
+    With ``check_every``, a ``settings.val_fraction`` of the designs is held out and their clean loss
+    checked every ``check_every`` steps; training stops after ``settings.patience`` checks without
+    improvement and the best weights are restored.
     """
-    from cortex.corruption import CorruptionParams, kind_weights
-
     usable = ~data.failed
     if steps == 0 or not bool(usable.any()):
         return FitReport(steps=0)
@@ -212,21 +233,28 @@ def fit_surrogate(
             tree.fit_target_standardization(leaf, y[torch.isfinite(y).all(-1)])
 
     rows = torch.nonzero(usable).flatten()
+    val = rows[:0]
+    if check_every is not None and len(rows) >= 20:
+        perm = rows[torch.randperm(len(rows), generator=generator)]
+        n_val = max(2, int(settings.val_fraction * len(rows)))
+        val, rows = perm[:n_val], perm[n_val:]
     lm_rows = feasible.clone()
     if settings.lm_data == "seeds" and data.rounds is not None and bool((lm_rows & (data.rounds == 0)).any()):
         lm_rows &= data.rounds == 0
-    lm_pool = torch.nonzero(lm_rows).flatten()
-    mask_kind = kind_weights("mask")
-    schedule = tree.roots[root].schedule
+    lm_train = lm_rows.clone()
+    lm_train[val] = False
+    lm_pool = torch.nonzero(lm_train).flatten()
     # foreach: one fused update over the many small tensors of a tree, much faster on CPU
     optimizer = torch.optim.AdamW(tree.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, foreach=True)
     constraint_leaves = [_split(c, "")[0] for c in objective.constraints]
     leaf_keys = list(dict.fromkeys([*leaf_targets, *constraint_leaves, lm_leaf]))
+    batch = _Batcher(tree, data, objective, settings, leaf_targets, feasible, lm_rows, leaf_keys, lm_leaf, root)
     history: dict[str, list[float]] = {}
+    best_loss, best_state, bad, done = math.inf, None, 0, 0
     tree.train()
     n_masked = round(settings.corrupt_prob * settings.batch_size)
     n_lm = (n_masked + 1) // 2 if len(lm_pool) else 0
-    for _ in range(steps):
+    for step in range(steps):
         # one forward serves every leaf. Rows: clean ones from every evaluated design; masked ones
         # from the LM's designs (the LM learns from those) and from every design (so the value heads
         # learn to read partly masked versions of any design, as guidance needs)
@@ -234,36 +262,79 @@ def fit_surrogate(
         picks = [rows[torch.randint(len(rows), (n_clean + n_masked - n_lm,), generator=generator)]]
         if n_lm:
             picks.append(lm_pool[torch.randint(len(lm_pool), (n_lm,), generator=generator)])
-        batch = torch.cat(picks)
-        clean = batch[:n_clean]
-        ids = data.ids[batch]
-        frac = schedule.sample_corrupt_frac(len(batch), generator) * settings.max_corrupt_frac
-        frac = torch.where(torch.arange(len(batch)) >= len(clean), frac, torch.zeros_like(frac))
-        params = CorruptionParams(frac=frac, kind=mask_kind)
-        out = tree({root: {"input_ids": ids, "attention_mask": torch.ones_like(ids)}},
-                   leaf_keys=leaf_keys, corruption={root: params})
-        # no label smoothing: on a masked row a value head learns E[y | visible tokens], so masking a
-        # position that does not matter leaves the prediction unchanged and saliency means something
-        losses: dict[str, torch.Tensor] = {}
-        for leaf, y in leaf_targets.items():
-            losses[leaf] = tree.leaf_loss(leaf, out, y[batch], alpha=0.0)
-        for name in objective.constraints:
-            leaf, c = _split(name, "")
-            good = 1 if c is None else c  # feasibility leaves are two-class: the other class is infeasible
-            labels = torch.where(feasible[batch], good, 1 - good)
-            losses[leaf] = tree.leaf_loss(leaf, out, labels, alpha=0.0)
-        # the LM learns what feasible sequences look like: masked positions of feasible rows only
-        lm_mask = out.root_outputs[root].is_corrupted & lm_rows[batch][:, None]
-        losses[lm_leaf] = tree.leaf_loss(lm_leaf, out, mask=lm_mask, alpha=0.0)
+        losses = batch.losses(torch.cat(picks), n_clean, generator)
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        done = step + 1
         for k, v in losses.items():
             history.setdefault(k, []).append(float(v.detach()))
+        if len(val) and done % check_every == 0:
+            current = batch.validation_loss(val)
+            if current < best_loss - 1e-4:
+                best_loss, bad = current, 0
+                best_state = {k: v.detach().clone() for k, v in tree.state_dict().items()}
+            else:
+                bad += 1
+                if bad >= settings.patience:
+                    break
+            tree.train()
+    if best_state is not None:
+        tree.load_state_dict(best_state)
     tree.eval()
-    tail = max(1, steps // 10)
-    return FitReport(steps=steps, losses={k: sum(v[-tail:]) / len(v[-tail:]) for k, v in history.items()})
+    tail = max(1, done // 10)
+    return FitReport(steps=done, losses={k: sum(v[-tail:]) / len(v[-tail:]) for k, v in history.items()})
+
+
+class _Batcher:
+    """The per-minibatch forward and leaf losses of :func:`fit_surrogate`."""
+
+    def __init__(self, tree, data, objective, settings, leaf_targets, feasible, lm_rows, leaf_keys, lm_leaf, root):
+        from cortex.corruption import kind_weights
+
+        self.tree, self.data, self.objective, self.settings = tree, data, objective, settings
+        self.leaf_targets, self.feasible, self.lm_rows = leaf_targets, feasible, lm_rows
+        self.leaf_keys, self.lm_leaf, self.root = leaf_keys, lm_leaf, root
+        self.mask_kind = kind_weights("mask")
+        self.schedule = tree.roots[root].schedule
+
+    def losses(self, batch: torch.Tensor, n_clean: int, generator, masked: bool = True) -> dict[str, torch.Tensor]:
+        from cortex.corruption import CorruptionParams
+
+        tree, root = self.tree, self.root
+        ids = self.data.ids[batch]
+        frac = self.schedule.sample_corrupt_frac(len(batch), generator) * self.settings.max_corrupt_frac
+        frac = torch.where((torch.arange(len(batch)) >= n_clean) & masked, frac, torch.zeros_like(frac))
+        params = CorruptionParams(frac=frac, kind=self.mask_kind)
+        out = tree({root: {"input_ids": ids, "attention_mask": torch.ones_like(ids)}},
+                   leaf_keys=self.leaf_keys, corruption={root: params})
+        # no label smoothing: on a masked row a value head learns E[y | visible tokens], so masking a
+        # position that does not matter leaves the prediction unchanged and saliency means something
+        losses: dict[str, torch.Tensor] = {}
+        for leaf, y in self.leaf_targets.items():
+            losses[leaf] = tree.leaf_loss(leaf, out, y[batch], alpha=0.0)
+        for name in self.objective.constraints:
+            leaf, c = _split(name, "")
+            good = 1 if c is None else c  # feasibility leaves are two-class: the other class is infeasible
+            labels = torch.where(self.feasible[batch], good, 1 - good)
+            losses[leaf] = tree.leaf_loss(leaf, out, labels, alpha=0.0)
+        if masked:
+            # the LM learns what feasible sequences look like: masked positions of feasible rows only
+            lm_mask = out.root_outputs[root].is_corrupted & self.lm_rows[batch][:, None]
+            losses[self.lm_leaf] = tree.leaf_loss(self.lm_leaf, out, mask=lm_mask, alpha=0.0)
+        return losses
+
+    @torch.no_grad()
+    def validation_loss(self, val: torch.Tensor) -> float:
+        """Clean loss of the value and constraint leaves on the held-out designs (what ranking reads)."""
+        self.tree.eval()
+        keys, self.leaf_keys = self.leaf_keys, [k for k in self.leaf_keys if k != self.lm_leaf]
+        try:
+            losses = self.losses(val, len(val), None, masked=False)
+        finally:
+            self.leaf_keys = keys
+        return float(sum(v for v in losses.values() if torch.isfinite(v)))
 
 
 def _leaf_targets(tree, objective: DesignObjective, targets: torch.Tensor) -> dict[str, torch.Tensor]:
