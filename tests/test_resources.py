@@ -43,3 +43,9 @@ def test_minilm_is_registered_by_name_on_first_use():
     assert reg.get("minilm").kind == "model" and (reg.path("minilm") / "config.json").is_file()
     assert ensure_bundled("minilm", reg) is False  # already there: left alone
     assert ensure_bundled("not-bundled", reg) is False
+
+
+def test_route_sample_writes_the_shipped_prompts(tmp_path, capsys):
+    out = tmp_path / "r" / "routing.jsonl"
+    assert main(["route", "sample", str(out)]) == 0
+    assert out.read_bytes() == routing_sample_path().read_bytes() and "cortex route train --data" in capsys.readouterr().out

@@ -391,6 +391,16 @@ def ingest_cmd(
     typer.echo(json.dumps({"out": str(path), **report.summary()}))
 
 
+@route_app.command("sample")
+def sample_cmd(out: Path = typer.Argument(Path("routing.jsonl"), help="File to write the sample prompts to.")) -> None:
+    """Write the 350 labeled routing prompts shipped with cortex (MMLU/GSM8K, 50 per group) to train on."""
+    from cortex.resources import write_routing_sample
+
+    n = write_routing_sample(out)
+    console.print(f"wrote {n} labeled prompts to {out}; train with: cortex route train --data {out} "
+                  "--text-field prompt --label-field master --success-field weak_correct", soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``cortex route`` to the CLI."""
     app.add_typer(route_app, name="route")

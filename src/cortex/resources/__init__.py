@@ -24,7 +24,8 @@ from pathlib import Path
 from cortex._atomic import atomic_write
 from cortex.errors import DataError, SourceError
 
-__all__ = ["SAMPLE_PACK", "concept_pack_dir", "minilm_dir", "resource_path", "routing_sample_path", "write_sample_pack"]
+__all__ = ["SAMPLE_PACK", "concept_pack_dir", "minilm_dir", "resource_path", "routing_sample_path", "write_routing_sample",
+           "write_sample_pack"]
 
 SAMPLE_PACK = "everyday"
 
@@ -41,6 +42,15 @@ def resource_path(*parts: str) -> Path:
 def routing_sample_path() -> Path:
     """The shipped sample of routing prompts (350 rows, JSON lines)."""
     return resource_path("routing_sample.jsonl")
+
+
+def write_routing_sample(dest: str | os.PathLike) -> int:
+    """Copy the shipped routing sample to file ``dest`` (atomically); returns its number of rows."""
+    data = routing_sample_path().read_bytes()
+    dest = Path(dest).expanduser()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(dest, lambda out: out.write(data))
+    return data.count(b"\n")
 
 
 def concept_pack_dir(name: str = SAMPLE_PACK) -> Path:
