@@ -16,6 +16,9 @@ memory_app = typer.Typer(help="Long-term memory of past tasks (used by the route
 
 NAME_HELP = "Index name; the index lives in $CORTEX_HOME/rag/NAME."
 DIR_HELP = "Index folder (overrides --name)."
+BACKEND_HELP = ("Where vectors live: embedded (in the index folder, FAISS) or chroma (a Chroma server, "
+                "see --url). An existing index keeps its own; naming another is an error.")
+URL_HELP = "Chroma server URL, http://HOST:PORT (for --backend chroma; overrides the one the index was built with)."
 
 
 def _index_dir(name: str, index_dir: Path | None) -> Path:
@@ -24,10 +27,23 @@ def _index_dir(name: str, index_dir: Path | None) -> Path:
     return index_dir if index_dir is not None else default_index_dir(name)
 
 
-def _open_index(name: str, index_dir: Path | None, create: bool = False):
+def _open_index(name: str, index_dir: Path | None, create: bool = False, backend: str | None = None,
+                url: str | None = None):
+    """The index, on the backend it was built with (or ``backend`` for a new one); ``url`` reaches a chroma server."""
+    from cortex.errors import ConfigError
+    from cortex.retrieval.collection import Collection
     from cortex.retrieval.index import CodeIndex
 
-    return CodeIndex.open(_index_dir(name, index_dir), create=create)
+    folder = _index_dir(name, index_dir)
+    pointer = Collection.read_pointer(folder) if folder.exists() else None
+    built_on = pointer["backend"]["name"] if pointer else None
+    if backend is not None and built_on is not None and backend != built_on:
+        raise ConfigError(f"The index in {str(folder)!r} keeps its vectors in the {built_on!r} backend, not {backend!r}; "
+                          f"drop --backend (or pass --backend {built_on}), or index into another --name.")
+    chosen = built_on or backend or "embedded"
+    if url is not None and chosen != "chroma":
+        raise ConfigError(f"--url is for --backend chroma; the index in {str(folder)!r} uses {chosen!r}.")
+    return CodeIndex.open(folder, create=create, backend=chosen, backend_options={"url": url} if url else None)
 
 
 def _say_truncation(truncated: bool, tokens: int, limit: int) -> None:
@@ -44,16 +60,16 @@ def index_cmd(
     rebuild: bool = typer.Option(False, "--rebuild", help="Drop what is indexed and index PATH from scratch."),
     exclude: list[str] = typer.Option(None, "--exclude", help="Extra glob of files/folders to skip (repeatable)."),
     max_file_kb: int = typer.Option(1000, "--max-file-kb", help="Skip files larger than this many KiB."),
+    backend: str = typer.Option(None, "--backend", help=BACKEND_HELP),
+    url: str = typer.Option(None, "--url", help=URL_HELP),
 ) -> None:
     """Index (or incrementally update) the code and docs under PATH."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from cortex.retrieval.chunking import ChunkingConfig
     from cortex.retrieval.files import DEFAULT_EXCLUDES
-    from cortex.retrieval.index import CodeIndex
-
     folder = _index_dir(name, index_dir)
-    index = CodeIndex.open(folder, create=True)
+    index = _open_index(name, index_dir, create=True, backend=backend, url=url)
     index.chunking = ChunkingConfig(**{**vars(index.chunking), "max_file_bytes": max_file_kb * 1024})
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
@@ -74,13 +90,24 @@ def index_cmd(
         + (f" ({', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))})" if skipped else "")
         + f"\n  chunks: {report.chunks_embedded} embedded, {report.chunks_total} in the index; "
         f"{report.truncated_chunks} longer than the embedder's {index.collection.embedder.max_tokens}-token "
-        f"limit (embedded by their start; BM25 sees all)\n  took {report.seconds:.1f}s",
+        f"limit (embedded by their start; BM25 sees all)"
+        + (f"; {report.chunks_recovered} taken back from the server without embedding" if report.chunks_recovered else "")
+        + f"\n  vectors: {_where(index)}"
+        + f"\n  took {report.seconds:.1f}s ("
+        + ", ".join(f"{stage} {sec:.1f}s" for stage, sec in report.stage_seconds.items()) + ")",
         soft_wrap=True,
     )
     for s in report.skipped[:10]:
         console.print(f"  skipped {s.path}: {s.reason} ({s.detail})", soft_wrap=True)
     if len(report.skipped) > 10:
         console.print(f"  ... and {len(report.skipped) - 10} more skipped")
+
+
+def _where(index) -> str:
+    be = index.collection.backend
+    if index.collection.backend_name == "chroma":
+        return f"chroma server {be.config.url}, collection {be.server.name}"
+    return f"{index.collection.backend_name} backend in {index.folder}"
 
 
 @rag_app.command("query")
@@ -91,9 +118,11 @@ def query_cmd(
     name: str = typer.Option("default", "--name", help=NAME_HELP),
     index_dir: Path = typer.Option(None, "--index-dir", help=DIR_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+    backend: str = typer.Option(None, "--backend", help=BACKEND_HELP),
+    url: str = typer.Option(None, "--url", help=URL_HELP),
 ) -> None:
     """Search the index and print the best chunks with their paths and lines."""
-    index = _open_index(name, index_dir)
+    index = _open_index(name, index_dir, backend=backend, url=url)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # reported below, once, in our own words
         res = index.search(text, k=k, mode=mode)
@@ -125,11 +154,13 @@ def context_cmd(
     index_dir: Path = typer.Option(None, "--index-dir", help=DIR_HELP),
     with_memory: bool = typer.Option(False, "--memory", help="Add similar past tasks from long-term memory."),
     as_json: bool = typer.Option(False, "--json", help="Print the prompt and its provenance as JSON."),
+    backend: str = typer.Option(None, "--backend", help=BACKEND_HELP),
+    url: str = typer.Option(None, "--url", help=URL_HELP),
 ) -> None:
     """Build a worker prompt: a versioned template, the task, and cited chunks within a token budget."""
     from cortex.retrieval.context import ContextConfig, build_context
 
-    index = _open_index(name, index_dir)
+    index = _open_index(name, index_dir, backend=backend, url=url)
     memory_text = ""
     if with_memory:
         from cortex.retrieval.memory import LongTermMemory

@@ -257,17 +257,40 @@ class EmbeddedBackend:
         return backend
 
 
-BackendFactory = Callable[[Path, "dict[str, Any] | None", int], VectorBackend]
-BACKENDS: dict[str, BackendFactory] = {"embedded": lambda folder, state, dim: EmbeddedBackend.open(folder, state, dim)}
+BackendFactory = Callable[..., VectorBackend]
+
+
+def _open_chroma(folder: Path, state: dict[str, Any] | None, dim: int, **options: Any) -> VectorBackend:
+    from cortex.retrieval.chroma import ChromaBackend  # chromadb is imported only when this backend is used
+
+    return ChromaBackend.open(folder, state, dim, **options)
+
+
+def _open_embedded(folder: Path, state: dict[str, Any] | None, dim: int, **options: Any) -> VectorBackend:
+    if options:
+        raise ConfigError(f"The embedded backend takes no options (got {sorted(options)}); "
+                          "--url and --collection are for --backend chroma.")
+    return EmbeddedBackend.open(folder, state, dim)
+
+
+BACKENDS: dict[str, BackendFactory] = {
+    "embedded": _open_embedded,
+    "chroma": _open_chroma,
+}
 
 
 def register_backend(name: str, factory: BackendFactory) -> None:
-    """Make ``factory(folder, state_or_None, dim) -> VectorBackend`` available as backend ``name``."""
+    """Make ``factory(folder, state_or_None, dim, **options) -> VectorBackend`` available as backend ``name``.
+
+    ``options`` are the caller's backend options (e.g. ``url`` for ``chroma``); a factory that
+    takes none is called without them.
+    """
     BACKENDS[name] = factory
 
 
-def open_backend(name: str, folder: Path, state: dict[str, Any] | None, dim: int) -> VectorBackend:
-    """The backend ``name`` reopened from ``state`` (or new when ``state`` is None)."""
+def open_backend(name: str, folder: Path, state: dict[str, Any] | None, dim: int,
+                 options: dict[str, Any] | None = None) -> VectorBackend:
+    """The backend ``name`` reopened from ``state`` (or new when ``state`` is None), given ``options``."""
     if name not in BACKENDS:
         raise ConfigError.bad_choice("backend", name, BACKENDS)
-    return BACKENDS[name](folder, state, dim)
+    return BACKENDS[name](folder, state, dim, **(options or {}))

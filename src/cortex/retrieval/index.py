@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cortex.errors import ConfigError, RetrievalError
 from cortex.hub.paths import cortex_home, validate_name
 from cortex.retrieval.bm25 import BM25
-from cortex.retrieval.chunking import Chunk, ChunkingConfig, chunk_file, chunk_id
+from cortex.retrieval.chunking import Chunk, ChunkingConfig, chunk_file
 from cortex.retrieval.collection import Collection, Progress
 from cortex.retrieval.embedder import Embedder, default_embedder
 from cortex.retrieval.files import DEFAULT_EXCLUDES, SkippedFile, SourceFile, inspect_file, read_text, walk_files
@@ -69,9 +71,14 @@ class IndexUpdate:
         added / changed / removed / unchanged: file paths in each state.
         skipped: files left out, each with its reason (binary, too_large, encoding, ...).
         chunks_embedded: chunks sent to the embedder in this update.
+        chunks_recovered: new chunks whose vectors the backend already held from an interrupted
+            update (a server backend), stored without embedding them again.
         chunks_total: chunks in the index afterwards.
         truncated_chunks: embedded chunks longer than the embedder's limit (only their start counts densely).
         seconds: wall time of the update.
+        stage_seconds: wall time by stage: ``scan`` (walk and hash files), ``chunk`` (read and
+            split changed files), ``embed`` (encode new chunks and hand them to the backend),
+            ``write`` (commit records and vectors).
     """
 
     added: list[str] = field(default_factory=list)
@@ -80,9 +87,11 @@ class IndexUpdate:
     unchanged: list[str] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
     chunks_embedded: int = 0
+    chunks_recovered: int = 0
     chunks_total: int = 0
     truncated_chunks: int = 0
     seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def skipped_counts(self) -> dict[str, int]:
         """Skipped files counted by reason."""
@@ -90,6 +99,13 @@ class IndexUpdate:
         for s in self.skipped:
             out[s.reason] = out.get(s.reason, 0) + 1
         return out
+
+
+def _lap(report: IndexUpdate, stage: str, since: float) -> float:
+    """Book the time since ``since`` to ``stage``; returns now."""
+    now = time.perf_counter()
+    report.stage_seconds[stage] = now - since
+    return now
 
 
 class CodeIndex:
@@ -113,10 +129,16 @@ class CodeIndex:
 
     @classmethod
     def open(cls, folder: str | Path | None = None, embedder: Embedder | None = None, *, create: bool = True,
-             chunking: ChunkingConfig | None = None, backend: str = "embedded") -> "CodeIndex":
-        """Open (or create) the index in ``folder`` (default ``$CORTEX_HOME/rag/default``)."""
+             chunking: ChunkingConfig | None = None, backend: str = "embedded",
+             backend_options: dict[str, Any] | None = None) -> "CodeIndex":
+        """Open (or create) the index in ``folder`` (default ``$CORTEX_HOME/rag/default``).
+
+        ``backend`` is the vector backend of a new index (``embedded`` or ``chroma``; an existing
+        index keeps its own); ``backend_options`` reach it on every open (``{"url": ...}`` for chroma).
+        """
         folder = Path(folder) if folder is not None else default_index_dir()
-        coll = Collection.open(folder, embedder or default_embedder(), kind=KIND, create=create, backend=backend)
+        coll = Collection.open(folder, embedder or default_embedder(), kind=KIND, create=create, backend=backend,
+                               backend_options=backend_options)
         return cls(coll, chunking or ChunkingConfig(**coll.extra.get("chunking", {})))
 
     # ------------------------------------------------------------------ state
@@ -229,6 +251,8 @@ class CodeIndex:
                     seen[rel] = found
                 if progress:
                     progress("scan", n, len(listing))
+            t_stage = time.perf_counter()
+            report.stage_seconds["scan"] = t_stage - t0
             files = self.files
             new_chunks: list[Chunk] = []
             for rel, src in seen.items():
@@ -253,9 +277,20 @@ class CodeIndex:
                 # gone, or now skipped (e.g. grew past the size limit): either way not in the index
                 self.delete(files.pop(rel)["chunks"])
                 report.removed.append(rel)
+            t_stage = _lap(report, "chunk", t_stage)
+            # Chunk ids hash their content, so a vector a server kept from an interrupted update is this chunk's.
+            held = self.collection.held_vectors([c.id for c in new_chunks])
+            if held:
+                back = [c for c in new_chunks if c.id in held]
+                self.collection.add_vectors([c.id for c in back], np.stack([held[c.id] for c in back]),
+                                            [c.to_dict() for c in back])
+                new_chunks = [c for c in new_chunks if c.id not in held]
+            report.chunks_recovered = len(held)
             report.truncated_chunks = self.add_chunks(new_chunks, progress=progress)
             report.chunks_embedded = len(new_chunks)
+            t_stage = _lap(report, "embed", t_stage)
             self.collection.commit()
+            _lap(report, "write", t_stage)
         report.chunks_total = len(self)
         report.seconds = time.perf_counter() - t0
         return report
