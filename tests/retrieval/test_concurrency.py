@@ -17,7 +17,6 @@ import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 from filelock import FileLock
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
@@ -79,7 +78,7 @@ def test_concurrent_aadd_texts_and_thread_writers_lose_nothing(tmp_path):
     store, other = _reopen(folder), _reopen(folder)  # two objects on one folder in one process
     expected: set[str] = set()
     for trial in range(4):
-        async def eight_adds():
+        async def eight_adds(trial=trial):
             return await asyncio.gather(*[
                 store.aadd_texts([f"t{trial} task {j} doc {i}" for i in range(3)], [{"task": j}] * 3)
                 for j in range(8)])

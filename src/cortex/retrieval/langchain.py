@@ -119,7 +119,7 @@ def as_embedder(embedding: Embeddings | Embedder | None) -> Embedder:
     )
 
 
-def matcher(index: CodeIndex, filter: Filter) -> Callable[[Chunk], bool] | None:  # noqa: A002
+def matcher(index: CodeIndex, filter: Filter) -> Callable[[Chunk], bool] | None:
     """A chunk predicate for a LangChain ``filter``: a dict of exact metadata values, or a ``Document`` callable."""
     if not filter:
         return None
@@ -173,7 +173,7 @@ class CortexVectorStore(VectorStore):
     def _document(self, chunk: Chunk) -> Document:
         return Document(id=chunk.id, page_content=chunk.text, metadata=self.index.metadata_of(chunk))
 
-    def _where(self, filter: Filter) -> Callable[[Chunk], bool] | None:  # noqa: A002 - LangChain's keyword
+    def _where(self, filter: Filter) -> Callable[[Chunk], bool] | None:
         return matcher(self.index, filter)
 
     # ------------------------------------------------------------------ writes
