@@ -322,7 +322,7 @@ def _check_pointer(folder: Path, pointer: dict[str, Any], embedder: Embedder, ki
     if pointer.get("format") != FORMAT_VERSION:
         raise RetrievalError(
             f"{str(folder)!r} has format {pointer.get('format')!r}; this cortex reads {FORMAT_VERSION}. "
-            "Rebuild it with --rebuild."
+            "Delete the folder and build it again with this cortex (`cortex rag index PATH` for a code index)."
         )
     if pointer.get("kind") != kind:
         raise RetrievalError(f"{str(folder)!r} holds a {pointer.get('kind')!r}, not a {kind!r}; pick another folder.")
@@ -331,7 +331,7 @@ def _check_pointer(folder: Path, pointer: dict[str, Any], embedder: Embedder, ki
         raise RetrievalError(
             f"The {kind} in {str(folder)!r} was built with embedder {rec['id']!r} (dim {rec['dim']}), "
             f"but it was opened with {embedder.id!r} (dim {embedder.dim}). Open it with the same embedder, "
-            "or rebuild it with the new one (`cortex rag index PATH --rebuild`)."
+            "or delete the folder and build it again with the new one."
         )
 
 
@@ -341,12 +341,14 @@ def _load_generation(folder: Path, pointer: dict[str, Any], embedder: Embedder, 
         lines = (folder / pointer["records"]).read_text(encoding="utf-8").splitlines()
         records = {r["id"]: r for r in map(json.loads, lines) if r}
     except (OSError, json.JSONDecodeError, KeyError) as e:
-        raise RetrievalError(f"Records of {str(folder)!r} are missing or corrupt ({e}). Rebuild with --rebuild.") from e
+        raise RetrievalError(f"Records of {str(folder)!r} are missing or corrupt ({e}). "
+                             "Delete the folder and build it again (`cortex rag index PATH` for a code index).") from e
     backend_state = pointer["backend"]
     be = open_backend(backend_state["name"], folder, backend_state, embedder.dim, backend_options)
     if len(be) != len(records):
         raise RetrievalError(
-            f"{str(folder)!r} has {len(records)} records but {len(be)} vectors. Rebuild with --rebuild."
+            f"{str(folder)!r} has {len(records)} records but {len(be)} vectors. "
+            "Delete the folder and build it again (`cortex rag index PATH` for a code index)."
         )
     return _Snapshot(records, be, backend_state["name"], pointer.get("extra", {}), int(pointer["generation"]), stamp)
 
