@@ -195,7 +195,7 @@ class CodeIndex:
         if not len(metadatas) == len(ids) == len(texts):
             raise RetrievalError(f"{len(texts)} texts with {len(metadatas)} metadatas and {len(ids)} ids; "
                                  "give one per text (or none).")
-        ids = [str(i) if i is not None else str(uuid.uuid4()) for i in ids]
+        ids = [str(i) if i else str(uuid.uuid4()) for i in ids]  # None or "": no id given
         payloads = [{**Chunk(i, "", 0, 0, "document", "", t, "").to_dict(), "metadata": dict(m or {})}
                     for i, t, m in zip(ids, texts, metadatas)]
         self.collection.add(ids, texts, payloads)
