@@ -79,6 +79,10 @@ class ConfigError(CortexError, ValueError):
         )
 
 
+class MissingExtraError(CortexError, ImportError):
+    """An optional dependency of one part of cortex is not installed; the message names the extra."""
+
+
 class InputError(CortexError, ValueError):
     """Tensors, files or values handed to a library call are malformed."""
 

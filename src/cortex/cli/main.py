@@ -56,21 +56,42 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Show the full traceback of an error (or set CORTEX_DEBUG=1)."
+    ),
 ) -> None:
     """cortex command line."""
     if home:
         os.environ["CORTEX_HOME"] = os.path.abspath(os.path.expanduser(home))
-    # the CLI shows its own progress: silence library bars and info logs. Environment variables rather
-    # than transformers' logging API, so that commands which never touch a model never import
-    # transformers (and torch) at all.
+    if verbose:
+        os.environ["CORTEX_DEBUG"] = "1"
+    silence_library_progress()
+
+
+def silence_library_progress() -> None:
+    """Silence transformers' and huggingface_hub's own progress bars and info logs ("Loading weights",
+    "Writing model shards", download bars) between cortex's lines; cortex's rich progress stays.
+
+    Environment variables cover libraries not imported yet, so commands that never touch a model never
+    import transformers (and torch); the libraries' own switches cover those already imported.
+    """
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    if "transformers" in sys.modules:  # imported already (in-process callers such as tests)
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "datasets" in sys.modules:
+        from datasets.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
 
 
 for _module in COMMAND_MODULES:
@@ -82,15 +103,34 @@ def _is_click_exception(e: Exception) -> bool:
     return any(cls.__name__ == "ClickException" and "click" in cls.__module__ for cls in type(e).__mro__)
 
 
+def debugging() -> bool:
+    """True when the user asked for tracebacks (``--verbose`` or ``CORTEX_DEBUG=1``)."""
+    return os.environ.get("CORTEX_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _report(e: CortexError) -> int:
+    """One line for the user; the traceback as well under ``--verbose`` / ``CORTEX_DEBUG=1``."""
+    if debugging():
+        err_console.print_exception()
+    err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+    return e.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; a :class:`CortexError` prints one line and exits non-zero, without a traceback."""
+    """Run the CLI; a :class:`CortexError` prints one line and exits non-zero, without a traceback
+    unless ``--verbose`` or ``CORTEX_DEBUG=1``."""
+    from cortex._extras import extra_for_module, missing_extra
+
     try:
         # in non-standalone mode typer *returns* the code of a `typer.Exit` (and turns Ctrl-C into
         # Exit(130)) instead of raising it, so the return value is the exit status
         rv = app(args=argv, standalone_mode=False)
     except CortexError as e:
-        err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
-        return e.exit_code
+        return _report(e)
+    except ModuleNotFoundError as e:  # an optional library imported inside a command: name its extra
+        if e.name is None or extra_for_module(e.name) is None:
+            raise
+        return _report(missing_extra(e.name))
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]: nothing partial was kept.")
         return 130

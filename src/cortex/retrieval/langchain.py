@@ -19,7 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from langchain_core.callbacks import CallbackManagerForRetrieverRun
+
+from cortex._extras import require
+
+require("langchain_core", "rag")  # a MissingExtraError naming the extra, before the imports below
+from langchain_core.callbacks import CallbackManagerForRetrieverRun  # noqa: E402
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever

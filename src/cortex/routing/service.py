@@ -24,7 +24,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
+
+from cortex._extras import require
+
+require("fastapi", "serve")  # a MissingExtraError naming the extra, before the imports below
+from fastapi import FastAPI, HTTPException, Request  # noqa: E402
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
