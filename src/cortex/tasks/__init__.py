@@ -28,6 +28,7 @@ from cortex._validate import Problems, build_dataclass, check_choice
 from cortex.errors import ConfigError
 from cortex.tasks.base import Task, batch_size
 from cortex.tasks.classification import ClassificationTask
+from cortex.tasks.collate import TaskCollator, leaf_predictions
 from cortex.tasks.denoising import DenoisingLMTask
 from cortex.tasks.evaluation import (
     ClassificationAccumulator,
@@ -112,5 +113,5 @@ def build_tasks(tasks: Mapping[str, Mapping[str, Any] | Task] | Iterable[Task]) 
 __all__ = [
     "TASKS", "ClassificationAccumulator", "ClassificationTask", "DenoisingLMTask", "MaskedLMAccumulator",
     "MetricAccumulator", "RegressionAccumulator", "RegressionTask", "SequenceRegressionTask", "Task", "batch_size",
-    "build_task", "build_tasks", "parse_task",
+    "TaskCollator", "build_task", "build_tasks", "leaf_predictions", "parse_task",
 ]

@@ -233,8 +233,18 @@ class Task(abc.ABC):
                 for root in self.roots}
 
     @abc.abstractmethod
-    def loss(self, tree, outputs, batch: Batch, corruption: dict[str, CorruptionParams] | None) -> torch.Tensor:
-        """Scalar loss of this task's leaf for ``outputs = tree(batch["inputs"], [leaf], corruption)``."""
+    def leaf_targets(self, batch: Batch) -> torch.Tensor | None:
+        """This task's leaf targets from a collated batch (what ``tree(..., targets={leaf: ...})`` takes);
+        ``None`` for a leaf whose targets come from the forward itself (denoising)."""
+
+    def loss(self, tree, outputs, batch: Batch, corruption: dict[str, CorruptionParams] | None = None) -> torch.Tensor:
+        """Scalar loss of this task's leaf for ``outputs = tree(batch["inputs"], [leaf], corruption)``.
+
+        It is ``tree.loss`` (:meth:`~cortex.models.neural_tree.NeuralTreeModel.loss`), the definition
+        ``forward(targets=...)`` and so the HF Trainer use: corrupted inputs smooth labels through the
+        leaf's ``label_smoothing="corrupt_frac"``, which :meth:`leaf_spec` sets with ``corrupt_train_inputs``.
+        """
+        return tree.loss(outputs, {self.leaf_key: self.leaf_targets(batch)})
 
     @abc.abstractmethod
     def new_metrics(self) -> MetricAccumulator:

@@ -117,10 +117,9 @@ class ClassificationTask(Task):
                     "or set classes: [names...]."
                 )
 
-    def loss(self, tree, outputs, batch: Batch, corruption) -> torch.Tensor:
-        logits = outputs.leaf_outputs[self.leaf_key].logits
-        y = batch["targets"][self.label_column].to(logits.device)
-        return tree.leaf_loss(self.leaf_key, outputs, y, alpha=self.smoothing(corruption))
+    def leaf_targets(self, batch: Batch) -> torch.Tensor:
+        """Class ids ``(B,)``."""
+        return batch["targets"][self.label_column]
 
     def new_metrics(self) -> ClassificationAccumulator:
         return ClassificationAccumulator()

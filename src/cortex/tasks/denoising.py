@@ -56,8 +56,9 @@ class DenoisingLMTask(Task):
         return {self.root: draw_corruption(tree, self.root, inputs[self.root], generator, self.corrupt_max_frac,
                                            self.corruption_kind)}
 
-    def loss(self, tree, outputs, batch: Batch, corruption) -> torch.Tensor:
-        return tree.leaf_loss(self.leaf_key, outputs)
+    def leaf_targets(self, batch: Batch) -> None:
+        """None: the denoising leaf's targets are its root's clean ids, at the positions corrupted in the forward."""
+        return None
 
     def new_metrics(self) -> MaskedLMAccumulator:
         return MaskedLMAccumulator()

@@ -88,9 +88,9 @@ class RegressionTask(Task):
         y = torch.tensor([[float("nan") if v is None else float(v) for v in train[c]] for c in self.targets]).T
         tree.fit_target_standardization(self.leaf_key, y)
 
-    def loss(self, tree, outputs, batch: Batch, corruption) -> torch.Tensor:
-        y = stack_target_columns(batch, self.targets, self.name).to(outputs.leaf_outputs[self.leaf_key].loc.device)
-        return tree.leaf_loss(self.leaf_key, outputs, y, alpha=self.smoothing(corruption))
+    def leaf_targets(self, batch: Batch) -> torch.Tensor:
+        """``(B, len(targets))`` float targets (NaN = missing)."""
+        return stack_target_columns(batch, self.targets, self.name)
 
     def new_metrics(self) -> RegressionAccumulator:
         return RegressionAccumulator()
@@ -166,9 +166,9 @@ class SequenceRegressionTask(Task):
             y = F.pad(y, (0, T - y.shape[1]), value=float("nan"))
         return y[:, :T, None]
 
-    def loss(self, tree, outputs, batch: Batch, corruption) -> torch.Tensor:
-        y = self._targets(batch).to(outputs.leaf_outputs[self.leaf_key].loc.device)
-        return tree.leaf_loss(self.leaf_key, outputs, y, alpha=self.smoothing(corruption))
+    def leaf_targets(self, batch: Batch) -> torch.Tensor:
+        """``(B, T, 1)`` per-position targets, NaN where unlabelled or padded."""
+        return self._targets(batch)
 
     def new_metrics(self) -> RegressionAccumulator:
         return RegressionAccumulator()

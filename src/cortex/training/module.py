@@ -5,7 +5,10 @@ metrics) and the settings; data comes from a :class:`~cortex.training.datamodule
 and everything else (devices, precision, checkpoints, DDP/FSDP, logging) is Lightning's.
 
 Training step, ``optimization="automatic"`` (default): one forward per task on that task's batch
-(with its corruption), then one backward and one AdamW step on ``sum_t weight_t * loss_t``.
+(with its corruption), then one backward and one AdamW step on ``sum_t weight_t * loss_t``. Each
+``loss_t`` is ``task.loss``, i.e. ``tree.loss``, and the sum is
+:func:`~cortex.models.neural_tree.weighted_loss_sum`: the loss ``tree(..., targets=...)`` returns to
+the HF Trainer, by the same code.
 ``optimization="per_leaf"`` is the original cortex scheme: per task (in a seeded random order) a
 forward, backward and optimizer step. All randomness of corruption comes from generators seeded by
 ``(seed, epoch, batch, task)``, so resuming from a checkpoint repeats the uninterrupted run.
@@ -20,6 +23,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 
+from cortex.models.neural_tree import weighted_loss_sum
 from cortex.tasks import Task, batch_size
 from cortex.tasks.corruption import step_generator
 from cortex.tasks.evaluation import MetricAccumulator
@@ -113,7 +117,7 @@ class NeuralTreeModule(LightningModule):
         self._batch_idx = batch_idx
         if self.automatic_optimization:
             losses = self._task_losses(batch, True, list(self.tasks))
-            total = sum(self.tasks[n].weight * loss for n, (loss, _) in losses.items())
+            total = self._weighted_total(losses)
             self._log_train(losses, total)
             return total
         return self._per_leaf_step(batch)
@@ -134,9 +138,13 @@ class NeuralTreeModule(LightningModule):
             opt.step()
             sched.step()
             losses[name] = (loss.detach(), n)
-        total = sum(self.tasks[n].weight * loss for n, (loss, _) in losses.items())
+        total = self._weighted_total(losses)
         self._log_train(losses, total)
         return total
+
+    def _weighted_total(self, losses: dict[str, tuple[torch.Tensor, int]]) -> torch.Tensor:
+        """The tasks' losses combined as ``forward(targets=..., loss_weights=...)`` combines leaf losses."""
+        return weighted_loss_sum({n: loss for n, (loss, _) in losses.items()}, {n: self.tasks[n].weight for n in losses})
 
     def _log_train(self, losses: dict[str, tuple[torch.Tensor, int]], total: torch.Tensor) -> None:
         # each self.log call costs about a millisecond of bookkeeping: per-task losses are logged on the

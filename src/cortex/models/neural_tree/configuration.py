@@ -58,6 +58,9 @@ class NeuralTreeConfig(PreTrainedConfig):
     """
 
     model_type = "neural_tree"
+    # what HF's Trainer leaves out of the predictions it gathers in evaluation: per-node features
+    # (ragged across batches); the leaf outputs remain
+    keys_to_ignore_at_inference = ["leaf_losses", "root_outputs", "trunk_outputs", "branch_outputs"]
 
     roots: dict | None = None
     trunk: dict | None = None

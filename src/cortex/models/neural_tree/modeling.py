@@ -14,6 +14,7 @@ from cortex.errors import ConfigError, ModelInputError, UnsafeWeightsError
 from cortex.models.neural_tree.branches import EnsembleBranch
 from cortex.models.neural_tree.configuration import NeuralTreeConfig
 from cortex.models.neural_tree.leaves import LEAVES, Leaf
+from cortex.models.neural_tree.inputs import TreeInputs
 from cortex.models.neural_tree.outputs import BranchOutput, NeuralTreeOutput, RootOutput, TrunkOutput
 from cortex.models.neural_tree.remote_code import set_auto_map, write_remote_code
 from cortex.models.neural_tree.roots import ROOTS, Root
@@ -73,30 +74,7 @@ class NeuralTreePreTrainedModel(PreTrainedModel):
 
     def estimate_tokens(self, input_dict: Mapping) -> int:
         """Tokens in a batch: the ``(B, T)`` positions of every root in ``input_dict["inputs"]``."""
-        inputs = input_dict.get(self.main_input_name) or {}
-        total = 0
-        for root_inputs in inputs.values():
-            ids = root_inputs.get("input_ids")
-            tokens = ids if ids is not None else root_inputs["inputs_embeds"][..., 0]
-            total += tokens.numel()
-        return total
-
-    def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-            if module.padding_idx is not None:
-                with torch.no_grad():
-                    module.weight[module.padding_idx].zero_()
-        elif isinstance(module, nn.Conv1d):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+        return TreeInputs(input_dict.get(self.main_input_name) or {}).numel()
 
 
 class NeuralTreeModel(NeuralTreePreTrainedModel):
@@ -170,7 +148,7 @@ class NeuralTreeModel(NeuralTreePreTrainedModel):
             :class:`NeuralTreeOutput`; leaf outputs have a leading ensemble axis ``E``. ``loss`` is
             ``sum_leaf loss_weights[leaf] * tree.leaves[leaf].loss(...)`` (:meth:`loss`).
         """
-        if targets is not None and leaf_keys is None:
+        if isinstance(targets, Mapping) and leaf_keys is None:
             leaf_keys = list(targets)
         leaf_keys = self._check_call(inputs, leaf_keys, corruption)
         self._check_targets(targets, loss_weights, leaf_keys)
@@ -258,10 +236,10 @@ class NeuralTreeModel(NeuralTreePreTrainedModel):
             if loss_weights is not None:
                 raise ModelInputError("loss_weights were given without targets; pass targets={leaf: tensor} too.")
             return
-        if not isinstance(targets, Mapping):
+        if not isinstance(targets, Mapping) or not targets:
             raise ModelInputError(
                 f"targets must map leaf names to target tensors, e.g. {{{next(iter(self.leaves))!r}: y}}; "
-                f"got {type(targets).__name__}."
+                f"got {targets if isinstance(targets, Mapping) else type(targets).__name__}."
             )
         missing = [k for k in targets if k not in leaf_keys]
         if missing:

@@ -90,6 +90,10 @@ class RegressorLeafOutput(ModelOutput):
     eta1: torch.Tensor | None = None
     eta2: torch.Tensor | None = None
 
+    def prediction(self) -> torch.Tensor:
+        """Ensemble-mean predictive mean, batch first: ``(B, O)`` (``(B, T, O)`` per position)."""
+        return self.loc.mean(0)
+
 
 @dataclass
 class SequenceRegressorLeafOutput(RegressorLeafOutput):
@@ -102,12 +106,20 @@ class ClassifierLeafOutput(ModelOutput):
 
     logits: torch.Tensor
 
+    def prediction(self) -> torch.Tensor:
+        """Ensemble-mean class probabilities ``(B, C)``."""
+        return self.logits.float().softmax(-1).mean(0)
+
 
 @dataclass
 class DenoisingLMLeafOutput(ModelOutput):
     """Attributes: logits ``(E, B, T, V)`` over the root's vocabulary at the root's positions."""
 
     logits: torch.Tensor
+
+    def prediction(self) -> torch.Tensor:
+        """Ensemble-mean token probabilities ``(B, T, V)``."""
+        return self.logits.float().softmax(-1).mean(0)
 
 
 LeafOutput = RegressorLeafOutput | ClassifierLeafOutput | DenoisingLMLeafOutput
