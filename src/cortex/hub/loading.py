@@ -65,7 +65,8 @@ def load_model(
 
     Registry entries are checked against their recorded sha256 first (files whose size and mtime are
     unchanged are trusted; others are rehashed), so a tampered weights file raises
-    :class:`~cortex.errors.ChecksumError` instead of loading.
+    :class:`~cortex.errors.ChecksumError` instead of loading. A folder holding only pickle weights
+    raises :class:`~cortex.errors.UnsafeWeightsError` unless ``allow_pickle``.
     """
     folder = Path(name_or_path)
     entry = None
@@ -75,6 +76,7 @@ def load_model(
         folder = reg.path(entry.name)
         if verify:
             reg.check(entry.name, fast=True)
+    refuse_pickle_only(folder, allow_pickle, f"registry entry {entry.name!r}" if entry is not None else "model")
     family = get_family(entry.family) if entry is not None and entry.family else family_for_folder(
         folder, trust_remote_code
     )
