@@ -73,6 +73,47 @@ class _Snapshot:
     stamp: Stamp
 
 
+@dataclass(frozen=True)
+class _Upsert:
+    """Store ``vectors`` ``(N, dim)`` and payloads under ``ids``."""
+
+    ids: list[str]
+    vectors: np.ndarray
+    payloads: list[dict[str, Any]]
+
+    def apply(self, c: "Collection") -> None:
+        c.backend.upsert(self.ids, self.vectors)
+        for i, p in zip(self.ids, self.payloads):
+            c.records[i] = {**p, "id": i}
+
+
+@dataclass(frozen=True)
+class _Delete:
+    """Remove ``ids`` (unknown ones are ignored)."""
+
+    ids: list[str]
+
+    def apply(self, c: "Collection") -> None:
+        c.backend.delete(self.ids)
+        for i in self.ids:
+            c.records.pop(i, None)
+
+
+@dataclass(frozen=True)
+class _Put:
+    """Replace payloads of ids that exist, keeping their vectors (e.g. a file's new hash)."""
+
+    payloads: dict[str, dict[str, Any]]
+
+    def apply(self, c: "Collection") -> None:
+        for i, p in self.payloads.items():
+            if i in c.records:
+                c.records[i] = {**p, "id": i}
+
+
+_Op = _Upsert | _Delete | _Put
+
+
 def _stamp(folder: Path) -> Stamp:
     """Identity of the pointer file: every commit replaces it (new inode), so a change shows here."""
     try:
@@ -106,7 +147,7 @@ class Collection:
         self.version = 0
         self.mutex = threading.RLock()
         self._file_lock = FileLock(str(folder / LOCK_FILE), timeout=LOCK_TIMEOUT_S)
-        self._pending: list[tuple[str, tuple]] = []
+        self._pending: list[_Op] = []
         self._install(snapshot)
 
     # ------------------------------------------------------------------ loading
@@ -164,8 +205,8 @@ class Collection:
         self._install(snap)
         if own_extra is not None:  # our uncommitted owner state wins over the older committed one
             self.extra = own_extra
-        for op, args in self._pending:
-            self._apply(op, args)
+        for op in self._pending:
+            op.apply(self)
 
     def sync(self) -> bool:
         """Adopt the last committed state if another writer committed since; True if it did.
@@ -207,29 +248,12 @@ class Collection:
     def __len__(self) -> int:
         return len(self.records)
 
-    def _apply(self, op: str, args: tuple) -> None:
-        """Apply one operation to the in-memory state (used for new writes and for replays)."""
-        if op == "upsert":
-            ids, vectors, payloads = args
-            self.backend.upsert(ids, vectors)
-            for i, p in zip(ids, payloads):
-                self.records[i] = {**p, "id": i}
-        elif op == "delete":
-            (ids,) = args
-            self.backend.delete(ids)
-            for i in ids:
-                self.records.pop(i, None)
-        elif op == "put":  # a payload refresh without a new vector (e.g. a file's new hash)
-            (payloads,) = args
-            for i, p in payloads.items():
-                if i in self.records:
-                    self.records[i] = {**p, "id": i}
-        self.version += 1
-
-    def _record(self, op: str, args: tuple) -> None:
+    def _record(self, op: _Op) -> None:
+        """Apply ``op`` to the in-memory state now, and keep it for replay until it is committed."""
         with self.mutex:
-            self._apply(op, args)
-            self._pending.append((op, args))
+            op.apply(self)
+            self.version += 1
+            self._pending.append(op)
 
     def add(self, ids: Sequence[str], texts: Sequence[str], payloads: Sequence[dict[str, Any]],
             progress: Progress | None = None, batch: int = 64) -> int:
@@ -245,7 +269,7 @@ class Collection:
         truncated = 0
         for s in range(0, len(ids), batch):
             out = self.embedder.embed(texts[s : s + batch], warn=False)
-            self._record("upsert", (list(ids[s : s + batch]), out.vectors, [dict(p) for p in payloads[s : s + batch]]))
+            self._record(_Upsert(list(ids[s : s + batch]), out.vectors, [dict(p) for p in payloads[s : s + batch]]))
             truncated += int(out.truncated.sum())
             if progress:
                 progress("embed", min(s + batch, len(ids)), len(ids))
@@ -253,7 +277,7 @@ class Collection:
 
     def add_vectors(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
         """Store ``ids`` with ``payloads`` and vectors ``(N, dim)`` that are already computed (nothing is embedded)."""
-        self._record("upsert", (list(ids), np.asarray(vectors, dtype=np.float32), [dict(p) for p in payloads]))
+        self._record(_Upsert(list(ids), np.asarray(vectors, dtype=np.float32), [dict(p) for p in payloads]))
 
     def held_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Vectors the backend still holds for uncommitted ``ids`` from an interrupted write (a server keeps
@@ -264,11 +288,11 @@ class Collection:
 
     def delete(self, ids: Iterable[str]) -> None:
         """Remove ``ids`` (unknown ones are ignored)."""
-        self._record("delete", (list(ids),))
+        self._record(_Delete(list(ids)))
 
     def put(self, payloads: dict[str, dict[str, Any]]) -> None:
         """Replace the payloads of existing ids, keeping their vectors (unknown ids are ignored)."""
-        self._record("put", ({i: dict(p) for i, p in payloads.items()},))
+        self._record(_Put({i: dict(p) for i, p in payloads.items()}))
 
     def commit(self) -> None:
         """Write a new generation of records and vectors under the folder lock, then switch the pointer.
