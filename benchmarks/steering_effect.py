@@ -13,7 +13,13 @@ Figures: per-strength means, the least-squares slope of each vs strength, the fr
 per-prompt slope (external P(prose) vs strength) is negative (moves the wrong way). For the autonomic
 harness (bound ``python<=X`` corrected toward ``prose``): the fraction of generated tokens whose python score
 exceeds the bound with and without it, on python prompts, and the perplexity of held-out text of both kinds
-read token by token (KV cache, so the controller acts on every position) with and without it.
+read token by token (KV cache, so the controller acts on every position) with and without it. Without
+steering (``unsteered``): how often the judge tells the model's own continuations of python prompts from those of
+prose prompts (``judge_accuracy``), per-kind means, and two samples of each kind.
+
+Splits: the demo model, the probes, the concept vectors and the judge are fit on the demo's training documents;
+every prompt and every perplexity text is a held-out document. Nothing is tuned on the held-out documents (the
+strengths are a fixed sweep). Generation and stepwise reading go through ``cortex.generation`` (KV cache on).
 
 Prints ONE JSON line. Usage::
 
@@ -26,11 +32,13 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _machine import machine  # noqa: E402
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
@@ -63,6 +71,7 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
+    from cortex.generation import step_logits
     from cortex.hub.loading import load_model
     from cortex.hub.registry import Registry
     from cortex.lenses.capture import ActivationCapture, forward_module
@@ -108,16 +117,16 @@ def main() -> None:
 
     prompts = [(k, d[:24]) for k in ("python", "prose") for d in heldout[k][: args.prompts]]
     strengths = [float(s) for s in args.strengths.split(",")]
-    modes = {}
+    modes, rows_by_mode = {}, {}
     for mode in ("add", "gradient"):
         t = time.perf_counter()
-        rows = {s: [] for s in strengths}
+        rows = rows_by_mode[mode] = {s: [] for s in strengths}
         for s in strengths:
             for i, (kind, prompt) in enumerate(prompts):
                 r = run_monitor(loaded, pack, prompt, steer=[SteerRequest("prose", s)], vectors=vectors,
                                 settings=MonitorSettings(max_new_tokens=args.tokens, temperature=0.7, seed=i,
                                                          steer_mode=mode, divergence=None))
-                rows[s].append({"kind": kind, "probe": probe_score(prompt, r.text),
+                rows[s].append({"kind": kind, "probe": probe_score(prompt, r.text), "prompt": prompt, "text": r.text,
                                 "ext": judge.proba(r.text)["prose"] if r.text.strip() else float("nan")})
         per_prompt_slopes = []
         for i in range(len(prompts)):
@@ -139,6 +148,20 @@ def main() -> None:
             "seconds": round(time.perf_counter() - t, 2),
         }
 
+    # ---- without steering: can the judge tell the model's python continuations from its prose ones?
+    unsteered = None
+    if 0.0 in strengths:
+        base_rows = rows_by_mode["add"][0.0]
+        unsteered = {"judge_accuracy": round(statistics.fmean(
+            float((x["ext"] > 0.5) == (x["kind"] == "prose")) for x in base_rows if not math.isnan(x["ext"])), 4)}
+        for kind in ("python", "prose"):
+            mine = [x for x in base_rows if x["kind"] == kind]
+            unsteered[kind] = {
+                "external_p_prose": round(statistics.fmean(x["ext"] for x in mine if not math.isnan(x["ext"])), 4),
+                "probe_score": round(statistics.fmean(x["probe"] for x in mine if not math.isnan(x["probe"])), 4),
+                "samples": [{"prompt": x["prompt"], "text": x["text"]} for x in mine[:2]],
+            }
+
     # ---- autonomic harness: python <= bound, corrected toward prose, for two controller settings
     bound = Bound("python", "<=", args.bound)
     python_prompts = [p for p in prompts if p[0] == "python"]
@@ -147,12 +170,10 @@ def main() -> None:
     def stepwise_nll(text: str, rules: list, ctl: ControllerSettings) -> tuple[float, int]:
         """Summed next-token NLL of ``text`` read one token per call with the KV cache (controller on each)."""
         ids = tok(text, return_tensors="pt")["input_ids"]
-        total, cache = 0.0, None
+        total = 0.0
         with AutonomicController(loaded.layers(), rules, ctl):
-            for j in range(ids.shape[1] - 1):
-                out = model(input_ids=ids[:, j:j + 1], past_key_values=cache, use_cache=True)
-                cache = out.past_key_values
-                total -= float(torch.log_softmax(out.logits[0, -1].float(), -1)[ids[0, j + 1]])
+            for j, logits in enumerate(step_logits(model, ids[:, :-1])):
+                total -= float(torch.log_softmax(logits, -1)[ids[0, j + 1]])
         return total, ids.shape[1] - 1
 
     def perplexity(kind: str, rules: list, ctl: ControllerSettings) -> float:
@@ -193,10 +214,9 @@ def main() -> None:
         "demo": {"hidden": settings.hidden_size, "layers": settings.layers, "train_steps": settings.steps,
                  "build_seconds": round(build_s, 1), "prose_layer": prose_layer,
                  "judge_heldout_accuracy": round(judge_acc, 4)},
-        "prompts": len(prompts), "tokens": args.tokens, "strengths": strengths, "modes": modes,
+        "prompts": len(prompts), "tokens": args.tokens, "strengths": strengths, "unsteered": unsteered, "modes": modes,
         "autonomic": autonomic,
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "device": "cpu", "threads": args.threads},
+        "machine": {**machine(), "load_average": [round(x, 2) for x in os.getloadavg()]},
     }))
 
 

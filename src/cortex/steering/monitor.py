@@ -7,7 +7,8 @@ steering (:class:`~cortex.steering.hooks.SteeringHooks`, from ``steer`` requests
 per layer), so the timeline shows the state after every intervention. Generation is ``model.generate()``
 with its KV cache: forward call ``k`` reads one new token and yields generated token ``k``; the timeline row of
 generated token ``k`` is the lens reading of the newest position in call ``k`` (what the model held as it chose
-that token). Each concept is read at its primary layer in the pack.
+that token). Each concept is read at its primary layer in the pack. The call goes through
+:func:`cortex.generation.generate_ids`, the helper every cortex generation path shares.
 """
 
 from __future__ import annotations
@@ -281,12 +282,9 @@ def run_monitor(
     rules = build_rules(pack, vectors, bounds, opposites)
     banks = _banks(pack, concepts)
 
-    enc = tok(prompt, return_tensors="pt")
-    device = next(model.parameters()).device
-    ids = enc["input_ids"].to(device)
-    if ids.shape[1] == 0:
-        raise InputError("The prompt is empty after tokenization; pass some text to continue.")
-    mask = enc.get("attention_mask", torch.ones_like(enc["input_ids"])).to(device)
+    from cortex.generation import encode_prompts, generate_ids, pad_token_id
+
+    ids, mask = encode_prompts(tok, prompt, next(model.parameters()).device)
     steps: dict[int, list[torch.Tensor]] = {layer: [] for layer in banks}
     prompt_logits: dict[int, torch.Tensor] = {}
 
@@ -298,17 +296,12 @@ def run_monitor(
 
     from cortex.lenses.capture import ActivationCapture
 
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    kwargs: dict[str, Any] = dict(max_new_tokens=cfg.max_new_tokens, do_sample=cfg.temperature > 0, use_cache=True,
-                                  pad_token_id=pad)
-    if cfg.temperature > 0:
-        kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
-    torch.manual_seed(cfg.seed)
     controller = AutonomicController(blocks, rules, cfg.controller)
     with SteeringHooks(blocks, specs), controller, \
-            ActivationCapture(blocks, sorted(banks), store=False, on_output=read), torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
-    new_ids = out[0, ids.shape[1]:].tolist()
+            ActivationCapture(blocks, sorted(banks), store=False, on_output=read):
+        out = generate_ids(model, ids, mask, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                           top_p=cfg.top_p, seed=cfg.seed, pad_token_id=pad_token_id(tok))
+    new_ids = out[0].tolist()
     n = len(new_ids)
     if any(len(v) < n for v in steps.values()):
         raise InputError(

@@ -134,7 +134,8 @@ def stream_generate(
     settings: GenerationSettings,
     on_text: Callable[[str], None] | None = None,
 ) -> str:
-    """Sample from a causal LM with ``generate()`` (KV cache on), streaming decoded text to ``on_text``."""
+    """Sample from a causal LM through :func:`cortex.generation.generate_ids` (KV cache on), streaming decoded
+    text to ``on_text``."""
     from transformers.generation.streamers import BaseStreamer
 
     class _Streamer(BaseStreamer):
@@ -161,23 +162,12 @@ def stream_generate(
                 on_text(text[len(self.text):])
             self.text = text
 
-    if settings.seed is not None:
-        torch.manual_seed(settings.seed)
-    enc = tokenizer(prompt, return_tensors="pt")
-    enc = {k: v.to(model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-    if enc["input_ids"].shape[1] == 0:
-        raise InputError("The prompt is empty after tokenization; pass some text to continue.")
+    from cortex.generation import encode_prompts, generate_ids, pad_token_id
+
+    ids, mask = encode_prompts(tokenizer, prompt, model.device)
     streamer = _Streamer()
-    sample = settings.temperature > 0
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    kwargs: dict[str, Any] = dict(
-        max_new_tokens=settings.max_new_tokens, do_sample=sample, use_cache=True, streamer=streamer,
-        pad_token_id=pad,
-    )
-    if sample:
-        kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
-    with torch.inference_mode():
-        model.generate(**enc, **kwargs)
+    generate_ids(model, ids, mask, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                 top_p=settings.top_p, seed=settings.seed, pad_token_id=pad_token_id(tokenizer), streamer=streamer)
     return streamer.text
 
 
