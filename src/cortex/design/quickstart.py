@@ -68,7 +68,7 @@ DEFAULT_TREE = {"ensemble_size": 4, "width": 32, "kernel_size": 7}
 DEFAULT_LAMBO = {"num_steps": 2, "num_mutations": 1, "edit_window": 2, "decoder": "joint", "guidance_steps": 4,
                  "saliency": "gradient", "saliency_temperature": 2.0, "kl_weight": 0.2}
 DEFAULT_SURROGATE = {"initial_steps": 300, "finetune_steps": 40, "target_transform": "log", "lm_data": "all",
-                     "finetune_epochs": 2.0, "max_finetune_steps": 64, "patience": 1}
+                     "finetune_epochs": 2.0, "max_finetune_steps": 16, "patience": 1}
 DEFAULT_LOOP = {"batch_size": 32, "num_chains": 16, "num_parents": 8, "parent_selection": "diverse",
-                "trust_region_fraction": 0.75, "trust_region_parents": 2, "trust_region_candidates": 2048,
+                "trust_region_fraction": 1.0, "trust_region_parents": 2, "trust_region_candidates": 512,
                 "crossover_fraction": 0.0}
