@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from cortex.errors import ConfigError
+from cortex._validate import Problems, check_bool, check_fraction, check_positive
 
 
 class CharLMConfig(PreTrainedConfig):
@@ -18,6 +18,7 @@ class CharLMConfig(PreTrainedConfig):
         intermediate_size: MLP width (default ``4 * hidden_size``).
         max_position_embeddings: longest sequence the learned positions cover.
         dropout: dropout on attention weights and residual branches during training.
+        use_cache: whether ``forward`` builds and returns a KV cache when not told (``use_cache=None``).
     """
 
     model_type = "cortex_char_lm"
@@ -37,19 +38,22 @@ class CharLMConfig(PreTrainedConfig):
         pad_token_id: int = 0,
         bos_token_id: int = 3,
         eos_token_id: int = 4,
+        use_cache: bool = True,
         **kwargs,
     ):
-        if hidden_size % num_attention_heads:
-            raise ConfigError(
-                f"hidden_size={hidden_size} is not divisible by num_attention_heads={num_attention_heads}; "
-                "pick sizes such that hidden_size % num_attention_heads == 0."
-            )
-        for field, value in (("vocab_size", vocab_size), ("num_hidden_layers", num_hidden_layers),
+        problems = Problems()
+        for field, value in (("vocab_size", vocab_size), ("hidden_size", hidden_size),
+                             ("num_hidden_layers", num_hidden_layers), ("num_attention_heads", num_attention_heads),
                              ("max_position_embeddings", max_position_embeddings)):
-            if value < 1:
-                raise ConfigError(f"{field}={value} must be at least 1.")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"dropout={dropout} must be in [0, 1).")
+            check_positive(field, value, problems)
+        if not problems and hidden_size % num_attention_heads:
+            problems.add(f"hidden_size={hidden_size} is not divisible by num_attention_heads={num_attention_heads}; "
+                         "pick sizes such that hidden_size % num_attention_heads == 0.", "hidden_size", hidden_size)
+        if intermediate_size is not None:
+            check_positive("intermediate_size", intermediate_size, problems)
+        check_fraction("dropout", dropout, problems, upper_open=True)
+        check_bool("use_cache", use_cache, problems)
+        problems.raise_if_any("CharLMConfig")
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
@@ -59,6 +63,7 @@ class CharLMConfig(PreTrainedConfig):
         self.dropout = dropout
         self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
+        self.use_cache = use_cache
         super().__init__(
             pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id,
             tie_word_embeddings=tie_word_embeddings, **kwargs,
