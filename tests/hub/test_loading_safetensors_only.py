@@ -26,6 +26,12 @@ def test_pickle_only_folder_is_refused_then_loads_with_the_flag(tmp_path, tiny_q
     torch.testing.assert_close(loaded.model(ids).logits, model(ids).logits)
 
 
-def test_safetensors_folders_and_hub_ids_pass_the_check(tiny_qwen_dir):
-    refuse_pickle_only(tiny_qwen_dir, allow_pickle=False)
-    refuse_pickle_only("someone/a-hub-repo", allow_pickle=False)  # left to use_safetensors=True in transformers
+def test_the_check_reads_local_folders_and_hub_file_lists(tmp_path, tiny_qwen_dir, fake_hub):
+    refuse_pickle_only(tiny_qwen_dir, allow_pickle=False)  # safetensors: passes
+    repo = fake_hub.root / "someone" / "pickled"
+    shutil.copytree(tiny_qwen_dir, repo)
+    (repo / "model.safetensors").rename(repo / "pytorch_model.bin")  # only the name matters to the check
+    with pytest.raises(UnsafeWeightsError, match="repo someone/pickled holds only pickle weights"):
+        refuse_pickle_only("someone/pickled", allow_pickle=False)
+    refuse_pickle_only("someone/pickled", allow_pickle=True)
+    refuse_pickle_only("someone/missing", allow_pickle=False)  # unlisted: transformers reports it itself

@@ -308,3 +308,14 @@ def test_auto_map_loads_a_tree_in_a_process_that_never_imported_cortex(tmp_path)
     got = torch.tensor([float(v) for v in line.strip("[]").split(",")])
     assert expected.abs().max() > 0.1
     torch.testing.assert_close(got, expected.detach().flatten())
+
+
+def test_pickle_only_hub_repo_is_refused_with_the_cortex_error(fake_hub):
+    tree = _builtin_tree()
+    repo = fake_hub.root / "someone" / "pickled-tree"
+    tree.save_pretrained(repo)
+    _to_pickle_only(repo)
+    with pytest.raises(UnsafeWeightsError, match="someone/pickled-tree.*allow_pickle=True"):
+        AutoModel.from_pretrained("someone/pickled-tree")
+    loaded = AutoModel.from_pretrained("someone/pickled-tree", allow_pickle=True).eval()
+    torch.testing.assert_close(loaded(tree.dummy_inputs).leaf_outputs["k"].logits, tree(tree.dummy_inputs).leaf_outputs["k"].logits)

@@ -13,27 +13,50 @@ from torch import nn
 from cortex.errors import UnsafeWeightsError
 from cortex.hub.entry import RegistryEntry
 from cortex.hub.families import FamilyAdapter, family_for_folder, get_family
-from cortex.hub.families.base import has_pickle_weights_only
 from cortex.hub.registry import Registry
 
 
-def refuse_pickle_only(folder: str | os.PathLike, allow_pickle: bool, what: str = "model") -> None:
-    """Raise :class:`~cortex.errors.UnsafeWeightsError` when ``folder`` holds pickle weights
+PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def refuse_pickle_only(
+    source: str | os.PathLike, allow_pickle: bool, what: str = "model", revision: str | None = None
+) -> None:
+    """Raise :class:`~cortex.errors.UnsafeWeightsError` when ``source`` holds pickle weights
     (``pytorch_model.bin``, ``.pt``...) and no safetensors, unless ``allow_pickle``.
 
-    Every ``from_pretrained`` cortex owns calls this before transformers reads the folder, so a
-    pickle-only folder never loads without the explicit flag. Folders that are not local (Hub ids)
-    are left to ``use_safetensors=True``, which refuses them in transformers.
+    ``source`` is a local folder or a Hub repo id (its file list is read with ``model_info``; when
+    the Hub cannot be reached the check is left to ``use_safetensors=True``). Every
+    ``from_pretrained`` cortex owns calls this before transformers reads the weights: besides the
+    cortex error, it keeps transformers from asking the Hub's safetensors-conversion service to
+    convert someone else's repo, which it does for a pickle-only repo under ``use_safetensors=True``.
     """
-    path = Path(folder)
-    if allow_pickle or not path.is_dir() or not has_pickle_weights_only(path):
+    if allow_pickle:
         return
-    pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    path = Path(source)
+    names = [p.name for p in path.iterdir() if p.is_file()] if path.is_dir() else _hub_files(str(source), revision)
+    pickles = sorted(n for n in names if n.endswith(PICKLE_WEIGHT_SUFFIXES))
+    if not pickles or any(n.endswith(".safetensors") for n in names):
+        return
     raise UnsafeWeightsError(
-        f"{what} folder {path} holds only pickle weights ({', '.join(pickles[:3])}), which can run code when "
-        "loaded; cortex loads safetensors only. If you trust the file, pass allow_pickle=True (CLI: --allow-pickle), "
-        "or convert it once with: cortex import-model <folder> --allow-pickle (writes safetensors)."
+        f"{what} {'folder' if path.is_dir() else 'repo'} {source} holds only pickle weights ({', '.join(pickles[:3])}), "
+        "which can run code when loaded; cortex loads safetensors only. If you trust the file, pass allow_pickle=True "
+        "(CLI: --allow-pickle), or convert it once with: cortex import-model <folder> --allow-pickle (writes safetensors)."
     )
+
+
+def _hub_files(repo_id: str, revision: str | None) -> list[str]:
+    """File names of a Hub model repo, or ``[]`` when it cannot be listed (offline, not a repo id)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub import is_offline_mode
+
+    if is_offline_mode() or repo_id.count("/") != 1:
+        return []
+    try:
+        info = HfApi().model_info(repo_id, revision=revision)
+    except Exception:  # unreachable or missing repo: transformers reports it in its own words
+        return []
+    return [s.rfilename for s in info.siblings or [] if "/" not in s.rfilename]
 
 
 @dataclass

@@ -47,7 +47,7 @@ class NeuralTreePreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, allow_pickle: bool = False, **kwargs):
         """``PreTrainedModel.from_pretrained`` that reads safetensors only unless ``allow_pickle=True``.
 
-        A local folder holding only pickle weights (``pytorch_model.bin``, ``.pt``) raises
+        A folder or Hub repo holding only pickle weights (``pytorch_model.bin``, ``.pt``) raises
         :class:`~cortex.errors.UnsafeWeightsError` naming the folder and the flag; so does
         ``use_safetensors=False`` without the flag (it is never silently ignored). With
         ``allow_pickle=True`` transformers' own choice applies (safetensors first, then pickle).
@@ -59,18 +59,10 @@ class NeuralTreePreTrainedModel(PreTrainedModel):
                 f"use_safetensors=False asks to load pickle weights for {pretrained_model_name_or_path}; cortex "
                 "loads pickle only when you also pass allow_pickle=True (CLI: --allow-pickle)."
             )
-        refuse_pickle_only(pretrained_model_name_or_path, allow_pickle, "NeuralTree")
+        refuse_pickle_only(pretrained_model_name_or_path, allow_pickle, "NeuralTree", kwargs.get("revision"))
         if not allow_pickle:
             kwargs["use_safetensors"] = True
-        try:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        except OSError as e:  # a Hub repo without safetensors: transformers' message lacks cortex's flag
-            if allow_pickle or os.path.isdir(pretrained_model_name_or_path) or "safetensors" not in str(e):
-                raise
-            raise UnsafeWeightsError(
-                f"{pretrained_model_name_or_path} has no safetensors weights ({e}); cortex loads pickle weights only "
-                "with allow_pickle=True (CLI: --allow-pickle)."
-            ) from e
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     def estimate_tokens(self, input_dict: Mapping) -> int:
         """Tokens in a batch: the ``(B, T)`` positions of every root in ``input_dict["inputs"]``."""
