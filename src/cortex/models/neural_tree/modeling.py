@@ -59,7 +59,9 @@ class NeuralTreePreTrainedModel(PreTrainedModel):
                 f"use_safetensors=False asks to load pickle weights for {pretrained_model_name_or_path}; cortex "
                 "loads pickle only when you also pass allow_pickle=True (CLI: --allow-pickle)."
             )
-        refuse_pickle_only(pretrained_model_name_or_path, allow_pickle, "NeuralTree", kwargs.get("revision"))
+        # for a Hub repo the check lists its files, which local_files_only forbids
+        if os.path.isdir(pretrained_model_name_or_path) or not kwargs.get("local_files_only"):
+            refuse_pickle_only(pretrained_model_name_or_path, allow_pickle, "NeuralTree", kwargs.get("revision"))
         if not allow_pickle:
             kwargs["use_safetensors"] = True
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
