@@ -58,6 +58,11 @@ def _run_with_display(config, title: str) -> None:
         summary.add_row(name, str(len(curve)), _fmt(float(curve[-1])), str(solved[0]) if solved else "—",
                         f"{seconds:.1f}")
     console.print(summary)
+    if len(result.ga_curve):
+        lam, ga = float(result.lambo_curve[-1]), float(result.ga_curve[-1])
+        verdict = "LaMBO-2 leads" if lam > ga else ("the GA leads" if ga > lam else "tied")
+        # said in words so a reader never has to guess who won at this budget
+        console.print(f"At {len(result.lambo_curve)} evaluations {verdict} ({_fmt(lam)} vs {_fmt(ga)}).")
     console.print(f"history: {result.history_path}")
     if result.plot_path is not None:
         console.print(f"plot:    {result.plot_path}")
@@ -88,11 +93,13 @@ def quickstart_cmd(
     ),
     seed: int = typer.Option(0, "--seed", help="Seeds the problem instance, the initial designs and the optimizers."),
     out: Path = typer.Option(Path("cortex-quickstart"), "--out", help="Output folder (history, plot); reruns resume here."),
+    preset: str = typer.Option("default", "--preset",
+                               help="default (repair moves + trust region) or published (LaMBO-2 as published)."),
 ) -> None:
     """The main job: LaMBO-2 on an Ehrlich function vs a genetic algorithm, offline, in a few minutes."""
     from cortex.design.quickstart import quickstart_config
 
-    job = quickstart_config(evaluations=evaluations, seed=seed, out_dir=str(out))
+    job = quickstart_config(evaluations=evaluations, seed=seed, out_dir=str(out), preset=preset)
     console.print(
         f"[bold]cortex quickstart[/]: Ehrlich {job.problem.variant} (random_seed={job.problem.random_seed}), "
         f"{job.loop.budget} black-box evaluations, {job.problem.initial_designs} initial feasible designs"
