@@ -259,7 +259,7 @@ def test_import_cortex_registers_auto_classes(first_import):
 
 def test_selection_by_config_resolves_registry_names_and_builds_char_lm(capsys, tiny_qwen_dir, tmp_path):
     from cortex.errors import ConfigError
-    from cortex.hub.selection import build_model
+    from cortex.models.selection import build_model
     from cortex.training.finetune import FinetuneRun
 
     assert run(capsys, "import-model", str(tiny_qwen_dir), "--name", "tiny")[0] == 0

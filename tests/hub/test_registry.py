@@ -165,7 +165,7 @@ def test_cli_rebuild_index(cortex_home, capsys):
 
 def test_model_selection_validates_its_fields():
     from cortex.errors import ConfigError
-    from cortex.hub.selection import ModelSelection
+    from cortex.models.selection import ModelSelection
 
     assert ModelSelection.from_mapping({"model_name": None, "char_lm": None}).char_lm == {}
     for bad, field_name in (({"char_lm": 3}, "char_lm"), ({"model_name": 5}, "model_name"),

@@ -145,9 +145,9 @@ def rebuild_index_cmd() -> None:
 @models_app.command("families")
 def families_cmd() -> None:
     """List the architecture families cortex can import."""
-    from cortex.hub.families import FAMILIES
+    from cortex.hub.families import families
 
-    for f in FAMILIES.values():
+    for f in families().values():
         console.print(f"[bold]{f.name}[/] ({f.task}): {f.description}  model_types: {', '.join(f.model_types)}")
 
 
@@ -164,7 +164,7 @@ def new_cmd(
     """Create a fresh (untrained) built-in char_lm entry, to train with `cortex finetune`."""
     import torch
 
-    from cortex.hub.selection import ModelSelection, build_model
+    from cortex.models.selection import ModelSelection, build_model
 
     torch.manual_seed(seed)
     chars = None
@@ -208,7 +208,7 @@ def finetune_cmd(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from cortex.errors import ConfigError
-    from cortex.hub.selection import ModelSelection
+    from cortex.models.selection import ModelSelection
     from cortex.training.finetune import FinetuneRun, FinetuneSettings, finetune
 
     if config is not None:

@@ -297,7 +297,7 @@ def build_demo(settings: DemoSettings | None = None, registry: Any = None,
     """Build (or rebuild) the demo model, concept pack and lens pack in ``registry`` (see the module docstring)."""
     from cortex.hub.loading import load_model
     from cortex.hub.registry import Registry
-    from cortex.hub.selection import ModelSelection, build_model
+    from cortex.models.selection import ModelSelection, build_model
     from cortex.lenses.concepts import Concept, ConceptPack, write_concept_pack
     from cortex.lenses.lens_pack import (
         FORMAT,

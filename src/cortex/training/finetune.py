@@ -28,7 +28,7 @@ from cortex.errors import ConfigError, DataError, RegistryError
 from cortex.hub.entry import RegistryEntry
 from cortex.hub.paths import validate_name
 from cortex.hub.registry import Registry, atomic_write_text
-from cortex.hub.selection import ModelSelection
+from cortex.models.selection import ModelSelection
 
 
 @dataclass
@@ -252,7 +252,7 @@ def finetune(
 ) -> RegistryEntry:
     """Fine-tune a causal LM on ``data`` and register the result.
 
-    ``base`` is a registry name, or a model selection (:class:`~cortex.hub.selection.ModelSelection`
+    ``base`` is a registry name, or a model selection (:class:`~cortex.models.selection.ModelSelection`
     or its mapping, as in a run config): ``model_name`` resolves through the registry, and
     ``model_name=None`` trains cortex's built-in char_lm from scratch with the selection's ``char_lm``
     architecture. Returns the new entry, named ``name`` or ``{base}-finetuned-{YYYYmmdd-HHMMSS}``
@@ -260,7 +260,7 @@ def finetune(
     loss in ``extra``; ``on_step(step, loss)`` is called after every optimizer step (the CLI's bar).
     """
     from cortex.hub.loading import load_model
-    from cortex.hub.selection import build_model
+    from cortex.models.selection import build_model
 
     s = settings or FinetuneSettings()
     reg = registry or Registry()

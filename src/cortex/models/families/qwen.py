@@ -6,9 +6,10 @@ from typing import Any
 
 from torch import nn
 
-from cortex.hub.families.base import FamilyAdapter, stream_generate
+from cortex.hub.families import FamilyAdapter, register_family, stream_generate
 
 
+@register_family
 class QwenFamily(FamilyAdapter):
     name = "qwen"
     model_types = ("qwen2", "qwen3")

@@ -6,9 +6,10 @@ from typing import Any
 
 from torch import nn
 
-from cortex.hub.families.base import FamilyAdapter, stream_generate
+from cortex.hub.families import FamilyAdapter, register_family, stream_generate
 
 
+@register_family
 class CharLMFamily(FamilyAdapter):
     name = "char_lm"
     model_types = ("cortex_char_lm",)
@@ -16,10 +17,8 @@ class CharLMFamily(FamilyAdapter):
     description = "cortex's built-in char-level causal transformer, trainable from scratch"
 
     def auto_class(self) -> Any:
-        import cortex.models  # noqa: F401  (registers the model type)
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM  # cortex_char_lm is registered by cortex.models.families
 
-        cortex.models.register_auto_classes()
         return AutoModelForCausalLM
 
     def layers(self, model: nn.Module) -> list[nn.Module]:

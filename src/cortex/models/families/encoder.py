@@ -6,9 +6,10 @@ from typing import Any
 
 from torch import nn
 
-from cortex.hub.families.base import FamilyAdapter
+from cortex.hub.families import FamilyAdapter, register_family
 
 
+@register_family
 class EncoderFamily(FamilyAdapter):
     name = "encoder"
     model_types = (
