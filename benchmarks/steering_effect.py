@@ -53,6 +53,8 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="Reuse the demo already built in --home.")
     ap.add_argument("--quick", action="store_true", help="Tiny model and few prompts (a smoke run, not figures).")
     ap.add_argument("--steps", type=int, default=None, help="Training steps of the char LM.")
+    ap.add_argument("--chars-per-kind", type=int, default=None, help="Characters of each kind in the demo corpus.")
+    ap.add_argument("--hidden", type=int, default=None, help="Width of the demo char LM.")
     ap.add_argument("--prompts", type=int, default=6, help="Held-out prompts per kind.")
     ap.add_argument("--tokens", type=int, default=64, help="Tokens generated per prompt.")
     ap.add_argument("--strengths", default="-0.6,-0.4,-0.2,0,0.2,0.4,0.6", help="Comma-separated sweep.")
@@ -88,6 +90,10 @@ def main() -> None:
         args.prompts, args.tokens = 2, 24
     if args.steps is not None:
         settings.steps = args.steps
+    if args.chars_per_kind is not None:
+        settings.chars_per_kind = args.chars_per_kind
+    if args.hidden is not None:
+        settings.hidden_size = args.hidden
     reg = Registry(home)
     t0 = time.perf_counter()
     if not (args.reuse and reg.exists(f"lens-{settings.name}")):
