@@ -50,7 +50,7 @@ def _machine(device: str) -> dict:
 
 
 def _setup():
-    from cortex.training.datamodules import ehrlich_dataset
+    from cortex.design.test_functions.datasets import ehrlich_dataset
     from cortex.tasks import DenoisingLMTask, RegressionTask
     from cortex.training import build_tree
 

@@ -14,9 +14,9 @@ from cortex.training.datamodules import (
     MultiTaskDataModule,
     ShardedSampler,
     TaskDataModule,
-    ehrlich_dataset,
     load_splits,
 )
+from cortex.design.test_functions.datasets import ehrlich_dataset
 from cortex.errors import ConfigError, DataError
 from cortex.tasks import ClassificationTask, DenoisingLMTask, RegressionTask
 from tests.training.conftest import synthetic_rows

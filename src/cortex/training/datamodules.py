@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from cortex._validate import (
     check_positive,
     check_type,
 )
+from cortex.data.builtin import builtin_data
 from cortex.data.collators import TreeCollator, ids_column, root_max_length
 from cortex.data.tokenization import tokenize_dataset
 from cortex.errors import DataError
@@ -62,7 +63,7 @@ class DataSpec:
         subset: HF config name (``load_dataset(source, subset)``).
         revision: Hub revision (commit, tag or branch).
         builtin: ``ehrlich`` or ``routing`` (then ``source`` stays empty); ``options`` are its arguments.
-        options: keyword arguments of the built-in generator (see :data:`BUILTIN_DATA`).
+        options: keyword arguments of the built-in generator (see :func:`cortex.data.builtin.builtin_data`).
         columns: rename ``{source_name: new_name}`` right after loading.
         splits: role (``train``, ``val``, ``test``) → split name in the source; missing roles
             are cut from ``train`` at random.
@@ -91,12 +92,12 @@ class DataSpec:
         if (self.source is None) == (self.builtin is None):
             problems.add(
                 f"{where}: set exactly one of source (an HF dataset id, builder or local file) or builtin "
-                f"({', '.join(BUILTIN_DATA)}); got source={self.source!r}, builtin={self.builtin!r}."
+                f"({', '.join(builtin_data())}); got source={self.source!r}, builtin={self.builtin!r}."
             )
-        if self.builtin is not None and check_choice(f"{where}.builtin", self.builtin, tuple(BUILTIN_DATA), problems):
+        if self.builtin is not None and check_choice(f"{where}.builtin", self.builtin, tuple(builtin_data()), problems):
             import inspect
 
-            params = inspect.signature(BUILTIN_DATA[self.builtin]).parameters
+            params = inspect.signature(builtin_data()[self.builtin]).parameters
             if isinstance(self.options, Mapping):
                 check_known_keys(f"{where}.options", self.options, params, problems)
         mappings = {name: check_type(f"{where}.{name}", getattr(self, name), (Mapping,), problems)
@@ -138,8 +139,8 @@ def load_splits(spec: DataSpec, name: str = "data") -> dict[str, Any]:
     spec.check(f"data.{name}", problems)
     problems.raise_if_any(f"data.{name}")
     if spec.builtin is not None:
-        raw = BUILTIN_DATA[spec.builtin](**{"seed": spec.seed, **spec.options}) if _takes_seed(spec.builtin, spec.options) \
-            else BUILTIN_DATA[spec.builtin](**spec.options)
+        raw = builtin_data()[spec.builtin](**{"seed": spec.seed, **spec.options}) if _takes_seed(spec.builtin, spec.options) \
+            else builtin_data()[spec.builtin](**spec.options)
     else:
         raw = _load_source(spec, name)
     raw = _as_dict(raw)
@@ -150,7 +151,7 @@ def load_splits(spec: DataSpec, name: str = "data") -> dict[str, Any]:
 def _takes_seed(builtin: str, options: Mapping) -> bool:
     import inspect
 
-    return "seed" in inspect.signature(BUILTIN_DATA[builtin]).parameters and "seed" not in options
+    return "seed" in inspect.signature(builtin_data()[builtin]).parameters and "seed" not in options
 
 
 def _load_source(spec: DataSpec, name: str):
@@ -251,82 +252,6 @@ def _split(raw: dict[str, Any], spec: DataSpec, name: str) -> dict[str, Any]:
     return roles
 
 
-# ---------------------------------------------------------------------------------------- builtins
-def ehrlich_dataset(
-    num_states: int = 20,
-    dim: int = 32,
-    num_motifs: int = 2,
-    motif_length: int = 4,
-    quantization: int | None = None,
-    epistasis_factor: float = 0.0,
-    random_seed: int = 0,
-    num_samples: int = 2000,
-    infeasible_fraction: float = 0.0,
-    seed: int = 0,
-):
-    """Generated Ehrlich-function data: columns ``sequence`` (str), ``value`` (float), ``feasible`` (int).
-
-    Feasible sequences are drawn from the function's Markov chain (its DMP) and scored exactly;
-    ``infeasible_fraction`` of the rows are feasible draws with random substitutions until the
-    chain rejects them (``feasible = 0``, ``value = NaN``: an infeasible sequence has no value).
-    Sequences are written over the function's default alphabet (state ``i`` → ``alphabet[i]``; for
-    ``num_states <= 20`` the first amino acids), so a root with ``tokenizer: char, chars: <alphabet>``
-    (or ``protein`` for 20 states) reads them with state ``i`` as token ``5 + i``.
-    """
-    import datasets
-
-    from cortex.design.test_functions import Ehrlich
-
-    if not 0.0 <= infeasible_fraction < 1.0:
-        raise DataError(f"ehrlich infeasible_fraction={infeasible_fraction} must be in [0, 1).")
-    if num_samples < 2:
-        raise DataError(f"ehrlich num_samples={num_samples} must be at least 2.")
-    fn = Ehrlich(num_states=num_states, dim=dim, num_motifs=num_motifs, motif_length=motif_length,
-                 quantization=quantization, epistasis_factor=epistasis_factor, random_seed=random_seed)
-    g = torch.Generator().manual_seed(int(seed))
-    n_bad = int(round(infeasible_fraction * num_samples))
-    states = fn.random_feasible(num_samples, seed=g)
-    for i in range(n_bad):  # mutate until infeasible: one random substitution at a time
-        row = states[i].clone()
-        while bool(fn.is_feasible(row[None])[0]):
-            pos = int(torch.randint(dim, (1,), generator=g))
-            row[pos] = int(torch.randint(num_states, (1,), generator=g))
-        states[i] = row
-    values = fn(states, noise=False)
-    feasible = fn.is_feasible(states)
-    value = torch.where(feasible, values, torch.full_like(values, float("nan")))
-    perm = torch.randperm(num_samples, generator=g)
-    return datasets.Dataset.from_dict({
-        "sequence": fn.to_strings(states[perm]),
-        "value": value[perm].tolist(),
-        "feasible": feasible[perm].long().tolist(),
-    })
-
-
-def routing_dataset(path: str | None = None, max_rows: int | None = None, seed: int = 0):
-    """Text classification on routing prompts: columns ``prompt``, ``master`` (7 groups), ``source``,
-    ``subject``, ``weak_correct``, ``strong_correct`` (bools).
-
-    ``path`` is a JSON-lines file of such rows (the full routing data, or your own); without it, the
-    350-row sample shipped with cortex (:func:`cortex.resources.routing_sample_path`).
-    """
-    import datasets
-
-    from cortex.resources import routing_sample_path
-
-    file = Path(path).expanduser() if path else routing_sample_path()
-    if not file.is_file():
-        raise DataError(
-            f"routing data not found at {file}; pass data.<name>.options.path=FILE (JSON lines with prompt and "
-            "master), or leave it unset for the sample shipped with cortex."
-        )
-    ds = datasets.load_dataset("json", data_files=str(file))["train"]
-    if max_rows is not None and len(ds) > max_rows:
-        ds = ds.shuffle(seed=seed).select(range(max_rows))
-    return ds
-
-
-BUILTIN_DATA: dict[str, Callable[..., Any]] = {"ehrlich": ehrlich_dataset, "routing": routing_dataset}
 
 
 # ---------------------------------------------------------------------------------------- samplers
@@ -602,6 +527,6 @@ class MultiTaskDataModule(LightningDataModule):
 
 
 __all__ = [
-    "BUILTIN_DATA", "DataSpec", "MultiTaskDataModule", "ShardedSampler", "TaskDataModule", "ehrlich_dataset",
-    "load_splits", "parse_data_spec", "routing_dataset",
+    "DataSpec", "MultiTaskDataModule", "ShardedSampler", "TaskDataModule",
+    "load_splits", "parse_data_spec",
 ]
