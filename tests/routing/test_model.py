@@ -19,9 +19,10 @@ MASTERS = ["dev", "security", "cicd", "docs", "data"]
 @pytest.fixture
 def model(tiny_encoder):
     torch.manual_seed(0)
+    # the text path alone (the lexical and topic roots have tests of their own below)
     cfg = RouterConfig(masters=MASTERS, text_source=str(tiny_encoder), hidden_dim=13, branch_dim=11, ensemble_size=3,
                        observed={"success": [True] * 5, "duration": [True, True, False, True, True],
-                                 "tokens": [True] * 5})
+                                 "tokens": [True] * 5}, lexical_buckets=0)
     return RouterModel.from_pretrained_text(cfg)
 
 

@@ -32,8 +32,9 @@ def test_seeded_runs_are_identical_and_features_are_cached(tiny_encoder, synthet
     assert len(shards) == 1  # one shard of 120 texts
     b = train_router(frame, [Master(m) for m in MASTERS], **kw)
     assert sorted(tmp_path.rglob("shard-*.safetensors")) == shards  # nothing new to embed
-    x = torch.randn(4, 12)
-    torch.testing.assert_close(a.model.predict(x).probs, b.model.predict(x).probs, rtol=0, atol=0, check_dtype=False)
+    x, bags = torch.randn(4, 12), a.model.lexical_bags(frame["text"].iloc[:4].tolist())
+    torch.testing.assert_close(a.model.predict(x, None, bags).probs, b.model.predict(x, None, bags).probs, rtol=0, atol=0,
+                               check_dtype=False)
     assert a.val_task_ids == b.val_task_ids
 
 
@@ -65,5 +66,5 @@ def test_outcome_heads_need_enough_observations(tiny_encoder, synthetic_frame, t
     cfg = res.model.config
     assert cfg.outcomes == ["success", "tokens"] and "duration" not in res.model.tree.leaves
     assert cfg.observed["tokens"] == [m != "data" for m in MASTERS]
-    pred = res.model.predict(torch.randn(3, 12))
+    pred = res.model.predict(torch.randn(3, 12), None, res.model.lexical_bags(["a", "b c", "d e f"]))
     assert pred.minutes is None and np.isnan(pred.tokens[:, MASTERS.index("data")]).all()

@@ -49,6 +49,7 @@ COLUMNS = (
     "priority",  # float, NaN when unknown
     "source_line",  # int, line number in the file it came from
 )
+TOPIC = "topic"  # optional str column: a finer label owned by one master (e.g. an exam subject)
 WORKER_METRICS = ("success_rate", "queue_length", "latency_ms")
 CTX_PREFIX = "ctx__"
 
@@ -231,6 +232,7 @@ def labeled_record_to_row(
     obj: dict[str, Any], *, text_field: str, label_field: str, success_field: str | None = None,
     id_field: str | None = None, minutes_field: str | None = None, tokens_field: str | None = None,
     time_field: str | None = None, masters: Sequence[str] | None = None, line: int = 0,
+    topic_field: str | None = None,
 ) -> dict[str, Any]:
     """Validate one object of any labeled JSONL file (chosen field names) into a training-set row."""
     text = _text(obj, text_field, required=True)
@@ -244,6 +246,7 @@ def labeled_record_to_row(
         "tokens": _number(obj, tokens_field, lo=0.0) if tokens_field else math.nan,
         "timestamp": parse_timestamp(obj.get(time_field), time_field) if time_field else math.nan,
         "priority": math.nan,
+        **({TOPIC: _text(obj, topic_field, required=True)} if topic_field else {}),
     }
 
 
@@ -254,7 +257,8 @@ def empty_frame() -> pd.DataFrame:
 
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    extra = [TOPIC] if any(TOPIC in r for r in rows) else []
+    df = pd.DataFrame(rows, columns=[*COLUMNS, *extra])
     for c in ("success", "minutes", "tokens", "timestamp", "priority"):
         df[c] = df[c].astype(np.float64)
     df["source_line"] = df["source_line"].astype(np.int64)
@@ -299,8 +303,12 @@ def ingest_labeled(
     path: str | os.PathLike, *, text_field: str = "text", label_field: str = "label",
     success_field: str | None = None, id_field: str | None = "auto", minutes_field: str | None = None,
     tokens_field: str | None = None, time_field: str | None = None, masters: Sequence[str] | None = None,
+    topic_field: str | None = None,
 ) -> IngestReport:
     """Read any JSONL file whose lines hold a text and a label (plus optional outcome fields).
+
+    ``topic_field`` names a finer label (e.g. ``subject``) owned by one master each; a router trained
+    with it learns the topics and sums their probabilities per master.
 
     ``id_field="auto"`` uses ``id`` or ``task_id`` when the file has one (so duplicates collapse),
     else the line number.
@@ -311,7 +319,7 @@ def ingest_labeled(
     _check_field_names(path, {"--text-field": text_field, "--label-field": label_field,
                               "--success-field": success_field, "--id-field": id_field,
                               "--minutes-field": minutes_field, "--tokens-field": tokens_field,
-                              "--time-field": time_field})
+                              "--time-field": time_field, "--topic-field": topic_field})
     rows, problems, n = [], [], 0
     for line, obj, err in iter_jsonl(path):
         n += 1
@@ -322,7 +330,7 @@ def ingest_labeled(
             row = labeled_record_to_row(
                 obj, text_field=text_field, label_field=label_field, success_field=success_field,
                 id_field=id_field, minutes_field=minutes_field, tokens_field=tokens_field,
-                time_field=time_field, masters=masters, line=line,
+                time_field=time_field, masters=masters, line=line, topic_field=topic_field,
             )
         except RecordError as e:
             problems.append(LineProblem(str(path), line, str(e)))

@@ -1,11 +1,11 @@
 """The serving path of the router's text root: tokenizer → backbone → masked mean, nothing more.
 
-A routing decision is one short text through MiniLM, so its cost is mostly fixed overhead: the
-tree root's generic forward asks the backbone for every hidden state and wraps the result in a
-:class:`RootOutput`, and HF's eager forward spends milliseconds in Python (mask building, output
-objects) for a few dozen tokens. :class:`TextEncoder` computes exactly the root's features —
-``hidden_states[-1]`` mean-pooled over real tokens — from its own copy of the backbone, which it
-can int8-quantize (dynamic, linear layers) and trace into a frozen TorchScript graph. The trace is
+A routing decision is one short text through MiniLM, so its cost is mostly fixed overhead: HF's
+eager forward spends milliseconds in Python (mask building, output objects) for a few dozen tokens.
+:class:`TextEncoder` computes exactly the router's text features — the chosen hidden layers
+mean-pooled over real tokens and concatenated (:func:`~cortex.routing.model.pool_layers`) — from its
+own copy of the backbone, which it can int8-quantize (dynamic, linear layers) and trace into a frozen
+TorchScript graph. The trace is
 made on a padded batch (so the attention-mask path is recorded) and checked against the eager
 backbone on batches of other sizes and lengths; if it disagrees, the eager backbone is used.
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from cortex.errors import RoutingError
-from cortex.routing.model import TEXT_ROOT, RouterModel
+from cortex.routing.model import TEXT_ROOT, RouterModel, pool_layers
 
 # texts of different lengths: the trace must handle padding, batch sizes and lengths it was not made with
 _PROBE = (
@@ -36,10 +36,15 @@ _PROBE = (
 )
 
 
-def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``(B, T, H)`` hidden states, ``(B, T)`` mask → ``(B, H)`` mean over real tokens (as the root pools)."""
-    m = mask[..., None].to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+class _Pooled(torch.nn.Module):
+    """Backbone + layer pooling as one module, so that a trace holds both (``(B, T)`` → ``(B, H * L)``)."""
+
+    def __init__(self, backbone: torch.nn.Module, layers: list[int]):
+        super().__init__()
+        self.backbone, self.layers = backbone, list(layers)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return pool_layers(self.backbone, input_ids, attention_mask, self.layers)
 
 
 class TextEncoder:
@@ -59,16 +64,14 @@ class TextEncoder:
 
     @staticmethod
     def supports(model: RouterModel) -> bool:
-        """Whether ``model``'s text root is one this encoder reproduces (hf, mean pooling, last layer)."""
-        spec = model.tree.config.root_specs()[TEXT_ROOT]
-        return spec.kind == "hf" and spec.pooling == "mean" and spec.hidden_layer == -1
+        """Whether ``model``'s text root is one this encoder reproduces (an hf backbone)."""
+        return model.tree.config.root_specs()[TEXT_ROOT].kind == "hf"
 
     def __init__(self, model: RouterModel, quantize: bool = False, trace: bool = True):
         if not self.supports(model):
             spec = model.tree.config.root_specs()[TEXT_ROOT]
             raise RoutingError(
-                f"The fast text encoder serves an hf root with pooling 'mean' at hidden_layer -1; this router's "
-                f"text root is kind={spec.kind!r}, pooling={spec.pooling!r}, hidden_layer={spec.hidden_layer}. "
+                f"The fast text encoder serves an hf text root; this router's text root is kind={spec.kind!r}. "
                 "Such a router computes its features with the tree's own root (Router.encode does this)."
             )
         self.tokenizer = model.text_tokenizer()
@@ -85,7 +88,7 @@ class TextEncoder:
                 raise RoutingError(
                     f"int8 quantization is not available in this torch build ({e}); serve without --quantize."
                 ) from e
-        self._eager = backbone
+        self._eager = _Pooled(backbone, model.config.text_layers).eval()
         self._run = self._run_eager
         self._lock = threading.Lock()  # fast tokenizers are not safe to call from several threads at once
         if trace:
@@ -97,15 +100,14 @@ class TextEncoder:
         return batch["input_ids"], batch["attention_mask"]
 
     def _run_eager(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self._eager(input_ids=ids, attention_mask=mask, return_dict=True).last_hidden_state
+        return self._eager(ids, mask)
 
     def _try_trace(self) -> None:
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about Python values frozen into the graph
             ids, mask = self._tokenize(_PROBE[:2])  # padded: the mask path must be in the graph
             try:
-                graph = torch.jit.trace(self._eager, example_kwarg_inputs={"input_ids": ids, "attention_mask": mask},
-                                        strict=False, check_trace=False)
+                graph = torch.jit.trace(self._eager, (ids, mask), strict=False, check_trace=False)
                 graph = torch.jit.freeze(graph.eval())
             except Exception as e:  # a backbone that cannot be traced still serves, eagerly
                 warnings.warn(f"Could not trace the text encoder ({type(e).__name__}: {e}); using eager mode.",
@@ -113,13 +115,12 @@ class TextEncoder:
                 return
 
             def run(i: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-                out = graph(input_ids=i, attention_mask=m)
-                return out["last_hidden_state"] if isinstance(out, dict) else out[0]
+                return graph(i, m)
 
             worst = 0.0
             for texts in (_PROBE[:1], _PROBE[1:4], _PROBE):
                 i, m = self._tokenize(texts)
-                ref, got = _masked_mean(self._run_eager(i, m), m), _masked_mean(run(i, m), m)
+                ref, got = self._run_eager(i, m), run(i, m)
                 worst = max(worst, float((ref - got).abs().max()))
         if worst > 1e-4:
             warnings.warn(f"The traced text encoder differs from eager by {worst:.2e}; using eager mode.", stacklevel=3)
@@ -131,4 +132,4 @@ class TextEncoder:
         """``(N, H)`` float32 pooled features of ``texts`` (truncated to the router's ``max_text_tokens``)."""
         with self._lock:
             ids, mask = self._tokenize(texts)
-        return _masked_mean(self._run(ids, mask), mask).float().numpy()
+        return self._run(ids, mask).float().numpy()

@@ -94,7 +94,7 @@ def evaluate_router(
     for s in range(0, len(frame), 512):
         sl = slice(s, s + 512)
         decisions += router.route_many(texts[sl], ctx[sl], features=feats[sl])
-        pred = router.predict(feats[sl], ctx[sl])
+        pred = router.predict(feats[sl], ctx[sl], texts[sl])
         probs.append(pred.probs)
         if pred.success is not None:
             success.append(pred.success)

@@ -14,6 +14,7 @@ import torch
 from cortex.errors import DataError
 from cortex.routing.context import frame_context
 from cortex.routing.embedding_cache import EmbeddingCache
+from cortex.routing.lexical import LexicalBags
 from cortex.routing.model import TEXT_ROOT, RouterModel
 
 
@@ -26,6 +27,7 @@ def text_root_fingerprint(model: RouterModel) -> str:
     h = hashlib.blake2b(digest_size=16)
     spec = dict(model.config.tree["roots"][TEXT_ROOT])
     spec.pop("source", None)  # where it came from does not change what it computes
+    spec["text_layers"] = list(model.config.text_layers)
     h.update(json.dumps(spec, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.tree.roots[TEXT_ROOT].state_dict().items()):
         h.update(name.encode())
@@ -35,7 +37,7 @@ def text_root_fingerprint(model: RouterModel) -> str:
 
 @torch.inference_mode()
 def encode_texts(model: RouterModel, texts: Sequence[str]) -> np.ndarray:
-    """``(N, H)`` pooled text-root features of ``texts`` (tokenized, truncated to ``max_text_tokens``)."""
+    """``(N, H * len(text_layers))`` pooled text features of ``texts`` (truncated to ``max_text_tokens``)."""
     tok = model.text_tokenizer()
     batch = tok(list(texts), truncation=True, max_length=model.config.max_text_tokens, padding=True,
                 return_tensors="pt")
@@ -50,8 +52,7 @@ def encode_texts(model: RouterModel, texts: Sequence[str]) -> np.ndarray:
 
 def feature_cache(model: RouterModel, persist: bool = True, root=None) -> EmbeddingCache:
     """The disk cache of ``model``'s text features (shared by every router with the same encoder)."""
-    H = model.tree.config.root_specs()[TEXT_ROOT].out_dim
-    return EmbeddingCache(text_root_fingerprint(model), H, root=root, persist=persist)
+    return EmbeddingCache(text_root_fingerprint(model), model.text_dim, root=root, persist=persist)
 
 
 @dataclass
@@ -62,7 +63,8 @@ class FeatureSet:
         text: ``(N, H)`` pooled text features. context: ``(N, F)`` raw context features (NaN missing).
         labels: ``(N,)`` index of the right master. outcome_master: ``(N,)`` index of the master that
             handled the task. success: ``(N,)`` 1/0/NaN. log_minutes: ``(N,)`` log(minutes) or NaN.
-        log_tokens: ``(N,)`` log1p(tokens) or NaN.
+        log_tokens: ``(N,)`` log1p(tokens) or NaN. topics: ``(N,)`` topic index, -1 unknown.
+        lexical: hashed n-gram bags of the texts (``None`` for a router without a lexical root).
     """
 
     text: torch.Tensor
@@ -72,13 +74,24 @@ class FeatureSet:
     success: torch.Tensor
     log_minutes: torch.Tensor
     log_tokens: torch.Tensor
+    topics: torch.Tensor
+    lexical: LexicalBags | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, idx: np.ndarray | torch.Tensor) -> "FeatureSet":
         idx = torch.as_tensor(idx, dtype=torch.long)
-        return FeatureSet(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+        tensors = {f: getattr(self, f)[idx] for f in self.__dataclass_fields__ if f != "lexical"}
+        return FeatureSet(**tensors, lexical=self.lexical.subset(idx) if self.lexical is not None else None)
+
+
+def topic_indices(frame: pd.DataFrame, model: RouterModel) -> np.ndarray:
+    """``(N,)`` index of each row's topic among the router's topics; -1 where unknown or not a topic."""
+    if not model.config.topics or "topic" not in frame.columns:
+        return np.full(len(frame), -1, dtype=np.int64)
+    index = {t["name"]: i for i, t in enumerate(model.config.topics)}
+    return frame["topic"].map(index).fillna(-1).to_numpy(dtype=np.int64)
 
 
 def master_indices(values: pd.Series, masters: Sequence[str], column: str) -> np.ndarray:
@@ -106,7 +119,7 @@ def build_features(
         text = cache.features(texts, lambda batch: encode_texts(model, batch), progress=progress)
     else:
         text = np.concatenate([encode_texts(model, texts[i:i + 64]) for i in range(0, len(texts), 64)]) \
-            if texts else np.zeros((0, model.tree.config.root_specs()[TEXT_ROOT].out_dim), np.float32)
+            if texts else np.zeros((0, model.text_dim), np.float32)
     minutes = frame["minutes"].to_numpy(dtype=np.float64, copy=True)
     tokens = frame["tokens"].to_numpy(dtype=np.float64, copy=True)
     return FeatureSet(
@@ -117,4 +130,6 @@ def build_features(
         success=torch.as_tensor(frame["success"].to_numpy(dtype=np.float64, copy=True), dtype=torch.float32),
         log_minutes=torch.as_tensor(np.log(minutes), dtype=torch.float32),
         log_tokens=torch.as_tensor(np.log1p(tokens), dtype=torch.float32),
+        topics=torch.as_tensor(topic_indices(frame, model)),
+        lexical=model.lexical_bags(texts),
     )

@@ -2,11 +2,16 @@
 
 Tree layout (all node names fixed, masters indexed in config order ``0..C-1``)::
 
-    roots     text      hf encoder (default: the packaged MiniLM), mean-pooled, frozen
-    trunk     sum       out_dim = hidden_dim; the context vector is added here
+    roots     text      hf encoder (default: the packaged MiniLM), mean-pooled over ``text_layers``, frozen,
+                        truncated to ``max_text_tokens``
+              lexical   hashed word-piece uni/bigrams of the whole text (:mod:`.lexical`), added at the trunk
+              context   numeric worker/task features (:mod:`.context`), added at the trunk
+    trunk     sum       out_dim = hidden_dim
     branches  route     mlp → pooled (E, B, branch_dim)       feeds the master classifier
               outcome   mlp → pooled (E, B, branch_dim)       feeds every outcome head
     leaves    master    classifier, C classes                 which master should take the task
+              topic     classifier, T classes (with ``topics``) finer labels, each owned by one master:
+                                                              the master's probability is its topics' sum
               success_i classifier, 2 classes (one per master) P(success | routed to master i)
               duration  regressor, out_dim C                  log(minutes) per master → log-normal
               tokens    regressor, out_dim C                  log1p(tokens) per master
@@ -32,6 +37,7 @@ from cortex.errors import ConfigError, ModelInputError
 from cortex.models.neural_tree import NeuralTreeConfig, NeuralTreeModel, NeuralTreeOutput, RootOutput
 from cortex.models.neural_tree.tokenizers import root_tokenizer, tokenizer_dir
 from cortex.routing.context import ContextEncoder, context_feature_names
+from cortex.routing.lexical import LexicalBags, LexicalRoot, hash_bags
 from cortex.routing.masters import check_master_names
 
 TEXT_ROOT = "text"
@@ -67,6 +73,15 @@ class RouterConfig(PreTrainedConfig):
         tree: the full NeuralTree config dict (filled in from the fields above when ``None``).
         temperature_master / temperature_success: temperature-scaling constants fitted on held-out data.
         observed: outcome → per-master flags, True where training saw that outcome for that master.
+        text_layers: hidden layers of the text encoder whose mean-pooled states are concatenated
+            (``[-1]``: the last only; ``None``: the last three, or all of a shallower encoder's); several
+            layers are mixed by a linear map before the trunk.
+        lexical_buckets: hash buckets of the lexical root (0: no lexical root). lexical_dim: its width.
+        topics: ``[{"name": ..., "master": ...}, ...]`` finer labels (e.g. subjects), each owned by one
+            master; with them the master probabilities are sums of a topic classifier's.
+
+    Defaults (48 text tokens, the last three layers, lexical root, topics when the data has them) were chosen on a
+    validation split carved from the training part of the shared routing data (benchmarks/router_eval.py).
     """
 
     model_type = "cortex_router"
@@ -82,12 +97,16 @@ class RouterConfig(PreTrainedConfig):
         dropout: float = 0.5,
         ensemble_size: int = 1,
         freeze_text: bool = True,
-        max_text_tokens: int = 256,
+        max_text_tokens: int = 48,
         context_hidden: int = 32,
         tree: dict[str, Any] | None = None,
         temperature_master: float = 1.0,
         temperature_success: float = 1.0,
         observed: dict[str, list[bool]] | None = None,
+        text_layers: list[int] | None = None,
+        lexical_buckets: int = 1 << 17,
+        lexical_dim: int = 64,
+        topics: list[dict[str, str]] | None = None,
         **kwargs,
     ):
         masters = [dict(m) if isinstance(m, dict) else {"name": str(m), "description": ""} for m in (masters or [])]
@@ -111,8 +130,24 @@ class RouterConfig(PreTrainedConfig):
         for name, value in (("temperature_master", temperature_master), ("temperature_success", temperature_success)):
             if not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
                 problems.append(f"RouterConfig.{name}={value!r} must be a finite number > 0")
+        text_layers = None if text_layers is None else list(text_layers)
+        if text_layers is not None and (not text_layers or any(isinstance(v, bool) or not isinstance(v, int)
+                                                                for v in text_layers)):
+            problems.append(f"RouterConfig.text_layers={text_layers!r} must be a non-empty list of layer indices")
+        if isinstance(lexical_buckets, bool) or not isinstance(lexical_buckets, int) or lexical_buckets < 0:
+            problems.append(f"RouterConfig.lexical_buckets={lexical_buckets!r} must be an integer >= 0 (0: no lexical root)")
+        if isinstance(lexical_dim, bool) or not isinstance(lexical_dim, int) or lexical_dim < 1:
+            problems.append(f"RouterConfig.lexical_dim={lexical_dim!r} must be an integer >= 1")
+        topics = [dict(t) for t in (topics or [])]
+        names_set = {m.get("name") for m in masters}
+        bad_topics = [t for t in topics if t.get("master") not in names_set or not t.get("name")]
+        if bad_topics:
+            problems.append(f"RouterConfig.topics {bad_topics[:3]} need a 'name' and a 'master' among the masters")
+        if len({t.get("name") for t in topics}) != len(topics):
+            problems.append("RouterConfig.topics names must be unique")
         if problems:
             raise ConfigError("; ".join(problems) + ".")
+        self.text_layers, self.lexical_buckets, self.lexical_dim, self.topics = text_layers, lexical_buckets, lexical_dim, topics
         self.masters = masters
         self.text_source = text_source
         self.outcomes = outcomes
@@ -135,6 +170,8 @@ class RouterConfig(PreTrainedConfig):
         branch = {"kind": "mlp", "out_dim": self.branch_dim, "hidden_dim": self.branch_dim,
                   "num_layers": self.num_layers, "dropout": self.dropout, "pooling": "mean"}
         leaves: dict[str, dict] = {"master": {"kind": "classifier", "branch": "route", "num_classes": C, "ensemble_size": E}}
+        if self.topics:  # the master leaf's logits are then derived from the topic leaf's
+            leaves = {"topic": {"kind": "classifier", "branch": "route", "num_classes": len(self.topics), "ensemble_size": E}}
         if "success" in self.outcomes:
             for i in range(C):
                 leaves[success_leaf(i)] = {"kind": "classifier", "branch": "outcome", "num_classes": 2, "ensemble_size": E}
@@ -186,6 +223,19 @@ class RouterPredictions:
     tokens: np.ndarray | None
 
 
+def pool_layers(backbone: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                layers: list[int]) -> torch.Tensor:
+    """``(B, H * len(layers))``: masked mean over real tokens of each chosen hidden layer, concatenated."""
+    out = backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, return_dict=True)
+    n = len(out.hidden_states)
+    if any(not -n <= i < n for i in layers):
+        raise ConfigError(f"RouterConfig.text_layers={layers} names layers the text encoder lacks; it has hidden "
+                          f"states 0..{n - 1} (embeddings, then one per layer; -1 is the last).")
+    m = attention_mask[..., None].to(out.hidden_states[-1].dtype)
+    denom = m.sum(1).clamp(min=1.0)
+    return torch.cat([(out.hidden_states[i] * m).sum(1) / denom for i in layers], dim=-1)
+
+
 def pooled_root_output(features: torch.Tensor) -> RootOutput:
     """A :class:`RootOutput` for precomputed pooled text features ``(B, H)`` (no tokens attached)."""
     B = features.shape[0]
@@ -217,9 +267,24 @@ class RouterModel(PreTrainedModel):
         super().__init__(config)
         tree_config = config.tree_config()
         self.tree = NeuralTreeModel(tree_config)
-        self.text_dim = tree_config.root_specs()[TEXT_ROOT].out_dim
+        pooling = tree_config.root_specs()[TEXT_ROOT].pooling
+        if pooling != "mean":
+            raise ConfigError(f"The router's text root must pool 'mean' (its features are layer means over "
+                              f"RouterConfig.text_layers); this config's text root has pooling {pooling!r}.")
+        if config.text_layers is None:  # resolved once, then saved explicitly with the config
+            depth = int(getattr(self.tree.roots[TEXT_ROOT].model.config, "num_hidden_layers", 1))
+            config.text_layers = list(range(-min(3, depth), 0))
+        root_dim = tree_config.root_specs()[TEXT_ROOT].out_dim
+        self.text_dim = root_dim * len(config.text_layers)  # width of the pooled (concatenated) text features
         self.trunk_dim = tree_config.trunk_dim()
+        # several pooled layers are mixed down to the root's width, which the trunk projects as usual
+        self.text_mix = torch.nn.Linear(self.text_dim, root_dim) if len(config.text_layers) > 1 else torch.nn.Identity()
         self.context = ContextEncoder(len(config.context_features), config.context_hidden, self.trunk_dim)
+        self.lexical = (LexicalRoot(config.lexical_buckets, config.lexical_dim, self.trunk_dim)
+                        if config.lexical_buckets else None)
+        # topic index → master index; the master's logit is the log-sum-exp of its topics' logits
+        owner = [config.master_names.index(t["master"]) for t in config.topics]
+        self.register_buffer("topic_master", torch.as_tensor(owner, dtype=torch.long), persistent=False)
         # pooled sentence features share a large common direction and have tiny per-feature spreads;
         # standardizing them with training statistics lets the heads learn in a few epochs
         self.register_buffer("text_mean", torch.zeros(self.text_dim))
@@ -235,8 +300,9 @@ class RouterModel(PreTrainedModel):
         self.text_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
 
     def _init_weights(self, module: torch.nn.Module) -> None:
-        # the tree initializes its own nodes; only the context encoder is ours
-        if isinstance(module, torch.nn.Linear) and any(module is m for m in self.context.modules()):
+        # the tree initializes its own nodes; only the context encoder and text mix are ours
+        ours = [*self.context.modules(), self.text_mix]
+        if isinstance(module, torch.nn.Linear) and any(module is m for m in ours):
             torch.nn.init.normal_(module.weight, std=0.02)
             torch.nn.init.zeros_(module.bias)
 
@@ -275,10 +341,18 @@ class RouterModel(PreTrainedModel):
         return self.tree.root_tokenizers()[TEXT_ROOT]
 
     def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Pooled text-root features ``(B, H)`` of tokenized texts ``(B, T)``."""
+        """Pooled text features ``(B, H * len(text_layers))`` of tokenized texts ``(B, T)``."""
         root = self.tree.roots[TEXT_ROOT]
         root.validate(TEXT_ROOT, {"input_ids": input_ids, "attention_mask": attention_mask})
-        return root(input_ids=input_ids, attention_mask=attention_mask).features[:, 0]
+        return pool_layers(root.model, input_ids, attention_mask, self.config.text_layers)
+
+    def lexical_bags(self, texts: list[str]) -> LexicalBags | None:
+        """Hashed n-gram bags of whole texts for the lexical root (``None`` without one)."""
+        if self.lexical is None:
+            return None
+        tok = self.text_tokenizer()
+        ids = tok(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        return hash_bags(ids, tok.vocab_size, self.config.lexical_buckets)
 
     def forward(
         self,
@@ -286,6 +360,7 @@ class RouterModel(PreTrainedModel):
         context: torch.Tensor | None = None,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        lexical: LexicalBags | None = None,
     ) -> RouterOutput:
         if (text_features is None) == (input_ids is None):
             raise ModelInputError(
@@ -304,9 +379,14 @@ class RouterModel(PreTrainedModel):
             context = text_features.new_full((B, self.context.num_features), float("nan"))
         if context.shape[0] != B:
             raise ModelInputError(f"context has {context.shape[0]} rows for {B} texts; pass one row per text.")
-        z = (text_features.float() - self.text_mean) / self.text_std
+        z = self.text_mix((text_features.float() - self.text_mean) / self.text_std)
         trunk = self.tree.trunk({TEXT_ROOT: pooled_root_output(z)})
         features = trunk.features + self.context(context)  # (B, 1, D)
+        if self.lexical is not None:
+            if lexical is None or len(lexical) != B:
+                raise ModelInputError(f"This router has a lexical root: pass lexical bags for the {B} texts "
+                                      "(model.lexical_bags(texts)).")
+            features = features + self.lexical(lexical)
         out = self.tree.call_from_trunk(features, None, trunk.attention_mask, trunk.root_spans)
         leaves = out.leaf_outputs
         C = len(self.masters)
@@ -317,16 +397,27 @@ class RouterModel(PreTrainedModel):
                                    for i in range(C)], dim=-1)
         dur, tok = leaves.get("duration"), leaves.get("tokens")
         return RouterOutput(
-            master_logits=leaves["master"].logits, success_logits=success,
+            master_logits=self._master_logits(leaves), success_logits=success,
             duration_loc=dur.loc if dur is not None else None, duration_scale=dur.scale if dur is not None else None,
             tokens_loc=tok.loc if tok is not None else None, tokens_scale=tok.scale if tok is not None else None,
             tree=out,
         )
 
+    def _master_logits(self, leaves) -> torch.Tensor:
+        """``(E, B, C)``: the master leaf's logits, or per master the log-sum-exp of its topics' logits
+        (so that softmax over masters equals the sum of the topics' softmax probabilities)."""
+        if not self.config.topics:
+            return leaves["master"].logits
+        t = leaves["topic"].logits  # (E, B, T)
+        C = len(self.masters)
+        owns = torch.nn.functional.one_hot(self.topic_master, C).bool()  # (T, C)
+        masked = t[..., :, None].masked_fill(~owns, float("-inf"))  # (E, B, T, C)
+        return torch.logsumexp(masked, dim=-2)
+
     def losses(
         self, out: RouterOutput, labels: torch.Tensor, outcome_master: torch.Tensor,
         success: torch.Tensor | None = None, log_minutes: torch.Tensor | None = None,
-        log_tokens: torch.Tensor | None = None,
+        log_tokens: torch.Tensor | None = None, topics: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Per-task losses from the leaves' own loss functions.
 
@@ -334,13 +425,20 @@ class RouterModel(PreTrainedModel):
             labels: ``(B,)`` index of the right master. outcome_master: ``(B,)`` index of the master
                 that handled the task (whose outcomes the next three are).
             success: ``(B,)`` 1/0, NaN unknown. log_minutes: ``(B,)`` log(minutes), NaN unknown.
-            log_tokens: ``(B,)`` log1p(tokens), NaN unknown.
+            log_tokens: ``(B,)`` log1p(tokens), NaN unknown. topics: ``(B,)`` topic index, -1 unknown.
 
         Returns ``{"master": ..., "success": ..., "duration": ..., "tokens": ...}`` (present heads only);
         the success loss is the mean over every observed (task, master) pair.
         """
         tree = out.tree
-        losses = {"master": self.tree.leaf_loss("master", tree, labels)}
+        if self.config.topics:
+            E, B, C = out.master_logits.shape
+            losses = {"master": torch.nn.functional.cross_entropy(out.master_logits.reshape(E * B, C),
+                                                                  labels.long().repeat(E))}
+            if topics is not None and bool((topics >= 0).any()):
+                losses["topic"] = self.tree.leaf_loss("topic", tree, topics.long())
+        else:
+            losses = {"master": self.tree.leaf_loss("master", tree, labels)}
         C = len(self.masters)
         onehot = torch.nn.functional.one_hot(outcome_master.long(), C).bool()  # (B, C)
         if success is not None and "success" in self.config.outcomes:
@@ -361,16 +459,17 @@ class RouterModel(PreTrainedModel):
         return losses
 
     @torch.inference_mode()
-    def predict(self, text_features: torch.Tensor, context: torch.Tensor | None = None) -> RouterPredictions:
+    def predict(self, text_features: torch.Tensor, context: torch.Tensor | None = None,
+                lexical: LexicalBags | None = None) -> RouterPredictions:
         """Calibrated predictions (temperature-scaled; ensemble logits averaged) as numpy ``(B, C)`` arrays."""
         if self.training:  # switching modes walks every submodule: only do it when needed
             self.eval()
             try:
-                out = self(text_features=text_features, context=context)
+                out = self(text_features=text_features, context=context, lexical=lexical)
             finally:
                 self.train()
         else:
-            out = self(text_features=text_features, context=context)
+            out = self(text_features=text_features, context=context, lexical=lexical)
         return outputs_to_predictions(out, self.config)
 
 

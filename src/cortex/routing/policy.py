@@ -30,7 +30,7 @@ class PolicyConfig:
     """Run settings of the decision policy (saved beside a router; overridable when serving).
 
     Attributes:
-        confidence_threshold: below this probability of the chosen master, fall back to rules.
+        confidence_threshold: below this probability of the chosen master, fall back to rules (1: always).
         success_weight: exponent of the success probability in the utility (1: expected success;
             0: ignore predicted success and pick by routing probability and costs).
         time_cost_per_minute: utility lost per expected minute of work.
@@ -174,7 +174,8 @@ def decide(
             success_probability=_opt(pred.success, best), expected_minutes=_opt(pred.minutes, best),
             expected_tokens=_opt(pred.tokens, best), utility={m: float(u) for m, u in zip(masters, util)},
         )
-        if base.confidence >= cfg.confidence_threshold:
+        # a threshold of 1 means "rules always": a saturated float probability must not slip through
+        if base.confidence >= cfg.confidence_threshold and cfg.confidence_threshold < 1.0:
             if use_knn and cfg.knn_weight > 0 and best != int(np.argmax(utilities(pred, pred.probs, cfg))):
                 base.path = "knn"  # the vote tipped the decision
             return base

@@ -190,9 +190,12 @@ class Router:
                 self._cache.popitem(last=False)
         return np.stack(out).astype(np.float32, copy=False)
 
-    def predict(self, features: np.ndarray, contexts: np.ndarray) -> RouterPredictions:
-        """Calibrated model predictions for ``(B, H)`` features and ``(B, F)`` raw contexts."""
-        return self.model.predict(torch.from_numpy(features), torch.as_tensor(contexts, dtype=torch.float32))
+    def predict(self, features: np.ndarray, contexts: np.ndarray, texts: Sequence[str]) -> RouterPredictions:
+        """Calibrated model predictions for ``(B, H)`` text features, ``(B, F)`` raw contexts and the
+        ``B`` texts themselves (the lexical root reads them whole)."""
+        with self._lock:  # the lexical root tokenizes too
+            bags = self.model.lexical_bags(list(texts))
+        return self.model.predict(torch.from_numpy(features), torch.as_tensor(contexts, dtype=torch.float32), bags)
 
     # ------------------------------------------------------------------------------- routing
     def _check_text(self, text: Any) -> str:
@@ -231,7 +234,7 @@ class Router:
         pred, vote, error = None, None, None
         try:
             feats = features if features is not None else self.features(texts)
-            pred = self.predict(feats, ctx)
+            pred = self.predict(feats, ctx, texts)
             if self.knn is not None and len(self.knn) and (self.policy.knn_weight > 0 or self.policy.knn_fallback):
                 vote = self.knn.vote(feats)
         except (InputError, RoutingError):

@@ -54,6 +54,7 @@ class TrainConfig:
             this many observed outcomes; min_outcome_per_master: a master's column of an outcome head
             is trained (and predicted) only with at least this many of its own. A Gaussian head fitted
             to one or two points collapses its variance, and its loss would swamp the others.
+        lexical_lr_scale: learning rate of the lexical root's sparse bag table, as a multiple of ``lr``.
 
     Defaults were chosen on a validation split carved from the training part of the shared data.
     """
@@ -72,6 +73,7 @@ class TrainConfig:
     knn_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
     min_outcome_records: int = 20
     min_outcome_per_master: int = 5
+    lexical_lr_scale: float = 10.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -79,7 +81,7 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 problems.append(f"train.{name}={v!r} must be an integer >= 1")
-        for name in ("lr", "weight_decay", "outcome_weight"):
+        for name in ("lr", "weight_decay", "outcome_weight", "lexical_lr_scale"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
                 problems.append(f"train.{name}={v!r} must be a finite number >= 0")
@@ -159,16 +161,16 @@ def _total(losses: dict[str, torch.Tensor], outcome_weight: float) -> torch.Tens
 
 def _forward(model: RouterModel, fs: FeatureSet, texts: list[str] | None, device: str):
     if texts is None:
-        return model(text_features=fs.text.to(device), context=fs.context.to(device))
+        return model(text_features=fs.text.to(device), context=fs.context.to(device), lexical=fs.lexical)
     tok = model.text_tokenizer()
     b = tok(texts, truncation=True, max_length=model.config.max_text_tokens, padding=True, return_tensors="pt")
     return model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
-                 context=fs.context.to(device))
+                 context=fs.context.to(device), lexical=fs.lexical)
 
 
 def _losses(model: RouterModel, out, fs: FeatureSet, device: str) -> dict[str, torch.Tensor]:
     return model.losses(out, fs.labels.to(device), fs.outcome_master.to(device), fs.success.to(device),
-                        fs.log_minutes.to(device), fs.log_tokens.to(device))
+                        fs.log_minutes.to(device), fs.log_tokens.to(device), topics=fs.topics.to(device))
 
 
 @torch.no_grad()
@@ -190,6 +192,112 @@ def _outcome_targets(fs: FeatureSet, values: torch.Tensor, C: int) -> torch.Tens
     return torch.where(onehot, values[:, None].expand(-1, C), torch.full((len(values), C), float("nan")))
 
 
+def frame_topics(frame: pd.DataFrame, masters: Sequence[str]) -> list[dict[str, str]]:
+    """``[{"name", "master"}, ...]`` of the frame's ``topic`` column (empty without one); a topic must
+    belong to exactly one master, since its probability is added to that master's."""
+    if "topic" not in frame.columns or frame["topic"].isna().all():
+        return []
+    pairs = frame.loc[frame["topic"].notna(), ["topic", "label"]].drop_duplicates()
+    owners = pairs.groupby("topic")["label"].nunique()
+    shared = owners[owners > 1].index.tolist()
+    if shared:
+        raise DataError(f"The topics {shared[:5]} occur under several masters; a topic must belong to one master. "
+                        "Fix the labels, or train without --topic-field.")
+    pairs = pairs.sort_values(["label", "topic"])
+    return [{"name": str(t), "master": str(m)} for t, m in zip(pairs["topic"], pairs["label"]) if m in masters]
+
+
+def setup_model(frame: pd.DataFrame, masters: Sequence[Master], cfg: "TrainConfig", text_source: str | None,
+                model_kwargs: dict[str, Any] | None) -> tuple[RouterModel, dict[str, list[bool]]]:
+    """A fresh router for ``frame``: outcome heads for the outcomes it has, topics when it has them."""
+    names = [m.name for m in masters]
+    observed = {o: _observed(frame, col, names, cfg.min_outcome_per_master) for o, col in OUTCOME_COLUMNS}
+    outcomes = [o for o, col in OUTCOME_COLUMNS
+                if frame[col].notna().sum() >= cfg.min_outcome_records and any(observed[o])]
+    kwargs = {"topics": frame_topics(frame, names), **(model_kwargs or {})}
+    config = RouterConfig(masters=[m.to_dict() for m in masters], text_source=text_source, outcomes=outcomes,
+                          observed={o: observed[o] for o in outcomes}, **kwargs)
+    return RouterModel.from_pretrained_text(config).to(cfg.device), observed
+
+
+def prepare_features(model: RouterModel, frame: pd.DataFrame, observed: dict[str, list[bool]],
+                     cache_root: str | None, progress: Progress | None) -> FeatureSet:
+    """Features and targets of ``frame``; outcomes of heads not built, or of masters with too few of
+    them, are blanked (NaN) so that they train nothing."""
+    cache = feature_cache(model, root=cache_root) if model.config.freeze_text else None
+    fs = build_features(model, frame, cache, progress=(lambda d, t: progress("embed", d, t)) if progress else None)
+    for o, attr in (("success", "success"), ("duration", "log_minutes"), ("tokens", "log_tokens")):
+        keep = torch.tensor(observed[o])[fs.outcome_master] if o in model.config.outcomes else torch.zeros(len(fs), dtype=torch.bool)
+        setattr(fs, attr, torch.where(keep, getattr(fs, attr), torch.full_like(getattr(fs, attr), float("nan"))))
+    return fs
+
+
+def fit_standardizations(model: RouterModel, tr: FeatureSet) -> None:
+    """Context, text, IDF and regression-target statistics, all from the training split only."""
+    config = model.config
+    model.context.fit_standardization(tr.context.numpy(), [n in UNIT_SCALE for n in config.context_features])
+    if config.freeze_text:
+        model.fit_text_standardization(tr.text)
+    if model.lexical is not None:
+        model.lexical.fit_idf(tr.lexical)
+    C = len(model.masters)
+    for leaf, values in (("duration", tr.log_minutes), ("tokens", tr.log_tokens)):
+        if leaf in config.outcomes:
+            y = _outcome_targets(tr, values, C)
+            y[:, ~torch.isfinite(y).any(0)] = 0.0  # masters never seen: identity scaling, marked unobserved
+            model.tree.fit_target_standardization(leaf, y)
+
+
+def _optimizers(model: RouterModel, cfg: "TrainConfig") -> list[torch.optim.Optimizer]:
+    """AdamW for the dense weights; the lexical bag's table (131k rows, a few dozen used per text) gets
+    a sparse Adam at a higher rate and no decay, which trains it in a few epochs."""
+    bag = model.lexical.bag.weight if model.lexical is not None else None
+    dense = [p for p in model.parameters() if p.requires_grad and p is not bag]
+    opts: list[torch.optim.Optimizer] = [torch.optim.AdamW(dense, lr=cfg.lr, weight_decay=cfg.weight_decay)]
+    if bag is not None:
+        opts.append(torch.optim.SparseAdam([bag], lr=cfg.lr * cfg.lexical_lr_scale))
+    return opts
+
+
+def fit(model: RouterModel, tr: FeatureSet, va: FeatureSet, tr_texts: list[str] | None, va_texts: list[str] | None,
+        cfg: "TrainConfig", gen: torch.Generator, progress: Progress | None) -> tuple[int, list[dict[str, float]]]:
+    """Epochs with early stopping on the validation loss; leaves the best weights in ``model``.
+    Returns ``(best_epoch, history)``."""
+    opts = _optimizers(model, cfg)
+    frozen = model.config.freeze_text
+    best, best_state, best_epoch, bad_epochs, history = math.inf, None, 0, 0, []
+    for epoch in range(1, cfg.max_epochs + 1):
+        model.train()
+        order = torch.randperm(len(tr), generator=gen)
+        running = 0.0
+        for s in range(0, len(tr), cfg.batch_size):
+            idx = order[s:s + cfg.batch_size]
+            batch = tr.subset(idx)
+            out = _forward(model, batch, [tr_texts[i] for i in idx] if tr_texts is not None else None, cfg.device)
+            loss = _total(_losses(model, out, batch, cfg.device), cfg.outcome_weight)
+            for o in opts:
+                o.zero_grad(set_to_none=True)
+            loss.backward()
+            for o in opts:
+                o.step()
+            running += float(loss.detach()) * len(idx)
+        val_loss, _ = _evaluate_loss(model, va, va_texts, cfg)
+        history.append({"epoch": epoch, "train_loss": running / len(tr), "val_loss": val_loss})
+        if progress:
+            progress("train", epoch, cfg.max_epochs)
+        if val_loss < best - 1e-4:
+            best, best_epoch, bad_epochs = val_loss, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()
+                          if not k.startswith("tree.roots.") or not frozen}
+        else:
+            bad_epochs += 1
+            if bad_epochs >= cfg.patience:
+                break
+    model.load_state_dict(best_state, strict=False)
+    model.eval()
+    return best_epoch, history
+
+
 def train_router(
     frame: pd.DataFrame,
     masters: Sequence[Master],
@@ -203,7 +311,8 @@ def train_router(
     """Train a router on a training-set frame (see :mod:`cortex.routing.data`).
 
     Args:
-        frame: rows with ``text``, ``label``, ``outcome_master`` and outcome columns.
+        frame: rows with ``text``, ``label``, ``outcome_master`` and outcome columns (and ``topic``
+            for a router that learns topics).
         masters: the masters, in the order the model will use.
         text_source: registry name or folder of the text encoder (default: packaged MiniLM).
         model_kwargs: other :class:`RouterConfig` fields (``hidden_dim``, ``ensemble_size``...).
@@ -212,83 +321,27 @@ def train_router(
         progress: ``progress(stage, done, total)`` with stage ``"embed"`` or ``"train"``.
     """
     cfg = train or TrainConfig()
-    names = [m.name for m in masters]
     if len(frame) < 10:
         raise DataError(f"Only {len(frame)} training records; a router needs at least 10 (and far more to be useful).")
     gen = seed_everything(cfg.seed)
-    observed = {o: _observed(frame, col, names, cfg.min_outcome_per_master) for o, col in OUTCOME_COLUMNS}
-    outcomes = [o for o, col in OUTCOME_COLUMNS
-                if frame[col].notna().sum() >= cfg.min_outcome_records and any(observed[o])]
-    config = RouterConfig(
-        masters=[m.to_dict() for m in masters], text_source=text_source, outcomes=outcomes,
-        observed={o: observed[o] for o in outcomes}, **(model_kwargs or {}),
-    )
-    model = RouterModel.from_pretrained_text(config).to(cfg.device)
-    frozen = config.freeze_text
-    cache = feature_cache(model, root=cache_root) if frozen else None
-    fs = build_features(model, frame, cache, progress=(lambda d, t: progress("embed", d, t)) if progress else None)
-    texts_all = None if frozen else frame["text"].astype(str).tolist()
-    # outcomes of heads not built, or of masters with too few of them, are not training targets
-    for o, attr in (("success", "success"), ("duration", "log_minutes"), ("tokens", "log_tokens")):
-        keep = torch.tensor(observed[o])[fs.outcome_master] if o in outcomes else torch.zeros(len(fs), dtype=torch.bool)
-        setattr(fs, attr, torch.where(keep, getattr(fs, attr), torch.full_like(getattr(fs, attr), float("nan"))))
-
+    model, observed = setup_model(frame, masters, cfg, text_source, model_kwargs)
+    fs = prepare_features(model, frame, observed, cache_root, progress)
+    texts_all = None if model.config.freeze_text else frame["text"].astype(str).tolist()
     train_idx, val_idx = stratified_split(fs.labels.numpy(), cfg.val_fraction, cfg.seed)
     if len(val_idx) == 0:
         raise DataError("The validation split is empty; every master has fewer than 3 records. Add more data.")
     tr, va = fs.subset(train_idx), fs.subset(val_idx)
     tr_texts = [texts_all[i] for i in train_idx] if texts_all is not None else None
     va_texts = [texts_all[i] for i in val_idx] if texts_all is not None else None
-
-    # standardizations are fitted on the training split only
-    model.context.fit_standardization(tr.context.numpy(), [n in UNIT_SCALE for n in config.context_features])
-    if frozen:
-        model.fit_text_standardization(tr.text)
-    C = len(names)
-    for leaf, values in (("duration", tr.log_minutes), ("tokens", tr.log_tokens)):
-        if leaf in config.outcomes:
-            y = _outcome_targets(tr, values, C)
-            y[:, ~torch.isfinite(y).any(0)] = 0.0  # masters never seen: identity scaling, marked unobserved
-            model.tree.fit_target_standardization(leaf, y)
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    best, best_state, best_epoch, bad_epochs, history = math.inf, None, 0, 0, []
-    for epoch in range(1, cfg.max_epochs + 1):
-        model.train()
-        order = torch.randperm(len(tr), generator=gen)
-        running, seen = 0.0, 0
-        for s in range(0, len(tr), cfg.batch_size):
-            idx = order[s:s + cfg.batch_size]
-            batch = tr.subset(idx)
-            out = _forward(model, batch, [tr_texts[i] for i in idx] if tr_texts is not None else None, cfg.device)
-            loss = _total(_losses(model, out, batch, cfg.device), cfg.outcome_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            running += float(loss.detach()) * len(idx)
-            seen += len(idx)
-        val_loss, _ = _evaluate_loss(model, va, va_texts, cfg)
-        history.append({"epoch": epoch, "train_loss": running / seen, "val_loss": val_loss})
-        if progress:
-            progress("train", epoch, cfg.max_epochs)
-        if val_loss < best - 1e-4:
-            best, best_epoch, bad_epochs = val_loss, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("tree.roots.")
-                          or not frozen}
-        else:
-            bad_epochs += 1
-            if bad_epochs >= cfg.patience:
-                break
-    model.load_state_dict(best_state, strict=False)
-    model.eval()
+    fit_standardizations(model, tr)
+    best_epoch, history = fit(model, tr, va, tr_texts, va_texts, cfg, gen, progress)
     validation = calibrate(model, va, va_texts, cfg)
     weight, by_weight = choose_knn_weight(model, tr, va, va_texts, cfg)
     validation.update({"n_train": len(tr), "n_val": len(va), "best_epoch": best_epoch, "epochs": len(history),
                        "knn_weight": weight, "accuracy_by_knn_weight": by_weight})
-    knn = build_knn(fs, C, k=cfg.knn_k, min_similarity=cfg.knn_min_similarity)
     return TrainResult(
-        model=model, knn=knn, history=history, best_epoch=best_epoch, knn_weight=weight, validation=validation,
+        model=model, knn=build_knn(fs, len(masters), k=cfg.knn_k, min_similarity=cfg.knn_min_similarity),
+        history=history, best_epoch=best_epoch, knn_weight=weight, validation=validation,
         val_task_ids=frame["task_id"].iloc[val_idx].astype(str).tolist(),
     )
 
@@ -303,7 +356,7 @@ def choose_knn_weight(
         return 0.0, {}
     mem = build_knn(tr, len(model.masters), k=cfg.knn_k, min_similarity=cfg.knn_min_similarity)
     vote = mem.vote(va.text.numpy())
-    probs = model.predict(va.text, va.context).probs
+    probs = model.predict(va.text, va.context, va.lexical).probs
     y = va.labels.numpy()
     scores = {}
     for w in cfg.knn_weights:
