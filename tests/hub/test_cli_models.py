@@ -55,7 +55,8 @@ def test_import_list_show_verify_generate_finetune_lineage(capsys, tiny_qwen_dir
 def test_lora_finetune_registers_merged_model(tiny_qwen_dir, tmp_path):
     from cortex.hub.importer import import_model
     from cortex.hub.loading import load_model
-    from cortex.training.finetune import FinetuneSettings, finetune
+    from cortex.training.finetune import finetune
+    from cortex.training.settings import FinetuneSettings
 
     import_model(str(tiny_qwen_dir), name="tiny")
     data = tmp_path / "d.jsonl"

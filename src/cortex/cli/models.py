@@ -8,6 +8,9 @@ from pathlib import Path
 import typer
 
 from cortex.cli._common import console, human_bytes, print_columns, registry
+from cortex.training.settings import FinetuneSettings
+
+_FT = FinetuneSettings()  # the CLI's defaults are the settings' own (light import: no torch)
 
 models_app = typer.Typer(help="List, inspect, copy, remove and verify registry entries.", no_args_is_help=True)
 
@@ -195,21 +198,23 @@ def finetune_cmd(
              "'char_lm' keys), data, name and any training setting. Replaces the setting options below.",
     ),
     new_name: str = typer.Option(None, "--name", help="Name of the result (default: {base}-finetuned-{timestamp})."),
-    max_steps: int = typer.Option(100, "--max-steps", help="Optimizer steps."),
-    lr: float = typer.Option(5e-4, "--lr", help="Peak learning rate (cosine decay)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Blocks per step."),
-    block_size: int = typer.Option(128, "--block-size", help="Tokens per block."),
-    lora: bool = typer.Option(False, "--lora", help="Train LoRA adapters (peft) and merge them, instead of all weights."),
-    text_field: str = typer.Option("text", "--text-field", help="Text column of .jsonl / dataset data."),
-    save_every: int = typer.Option(50, "--save-every", help="Checkpoint every N steps (for resuming)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    max_steps: int = typer.Option(_FT.max_steps, "--max-steps", help="Optimizer steps."),
+    lr: float = typer.Option(_FT.lr, "--lr", help="Peak learning rate (cosine decay)."),
+    batch_size: int = typer.Option(_FT.batch_size, "--batch-size", help="Blocks per step."),
+    block_size: int = typer.Option(_FT.block_size, "--block-size", help="Tokens per block."),
+    lora: bool = typer.Option(_FT.lora, "--lora", help="Train LoRA adapters (peft) and merge them, instead of all weights."),
+    text_field: str = typer.Option(_FT.text_field, "--text-field", help="Text column of .jsonl / dataset data."),
+    save_every: int = typer.Option(_FT.save_every, "--save-every", help="Checkpoint every N steps (for resuming)."),
+    seed: int = typer.Option(_FT.seed, "--seed", help="Random seed."),
 ) -> None:
     """Fine-tune a registry causal LM on text; resumes from its last checkpoint if killed."""
+    from dataclasses import replace
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from cortex.errors import ConfigError
     from cortex.models.selection import ModelSelection
-    from cortex.training.finetune import FinetuneRun, FinetuneSettings, finetune
+    from cortex.training.finetune import FinetuneRun, finetune
 
     if config is not None:
         if name is not None:
@@ -222,8 +227,8 @@ def finetune_cmd(
         if name is None:
             raise ConfigError("Name the registry model to fine-tune (cortex finetune NAME --data FILE) or pass --config.")
         base = ModelSelection(model_name=name)
-        s = FinetuneSettings(max_steps=max_steps, lr=lr, batch_size=batch_size, block_size=block_size, lora=lora,
-                             text_field=text_field, save_every=save_every, seed=seed)
+        s = replace(_FT, max_steps=max_steps, lr=lr, batch_size=batch_size, block_size=block_size, lora=lora,
+                   text_field=text_field, save_every=save_every, seed=seed)
     if data is None:
         raise ConfigError("No training data: pass --data FILE (or set 'data' in the --config file).")
     progress = Progress(TextColumn("[bold]finetune"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

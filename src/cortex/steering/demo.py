@@ -309,7 +309,8 @@ def build_demo(settings: DemoSettings | None = None, registry: Any = None,
     )
     from cortex.lenses.probes import LinearProbe
     from cortex.steering.vectors import VectorSet, attach_vectors, mean_difference
-    from cortex.training.finetune import FinetuneSettings, finetune
+    from cortex.training.finetune import finetune
+    from cortex.training.settings import FinetuneSettings
 
     s = settings or DemoSettings()
     reg = registry or Registry()

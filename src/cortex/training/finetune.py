@@ -23,42 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from cortex._validate import Problems, check_bool, check_non_empty, check_number, check_positive, check_type
 from cortex.errors import ConfigError, DataError, RegistryError
 from cortex.hub.entry import RegistryEntry
 from cortex.hub.paths import validate_name
 from cortex.hub.registry import Registry, atomic_write_text
 from cortex.models.selection import ModelSelection
-
-
-@dataclass
-class FinetuneSettings:
-    """Run settings of a fine-tune (saved in the new entry's metadata)."""
-
-    max_steps: int = 100
-    lr: float = 5e-4
-    batch_size: int = 8
-    block_size: int = 128
-    lora: bool = False
-    lora_rank: int = 8
-    lora_alpha: int = 16
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    save_every: int = 50
-    seed: int = 0
-    text_field: str = "text"
-
-    def __post_init__(self) -> None:
-        problems = Problems()
-        for name in ("max_steps", "batch_size", "block_size", "save_every", "lora_rank", "lora_alpha"):
-            check_positive(name, getattr(self, name), problems)
-        check_positive("warmup_steps", self.warmup_steps, problems, minimum=0)
-        check_number("lr", self.lr, problems, low=0, low_open=True)
-        check_number("weight_decay", self.weight_decay, problems, low=0)
-        check_bool("lora", self.lora, problems)
-        check_type("seed", self.seed, (int,), problems)
-        check_non_empty("text_field", self.text_field, problems)
-        problems.raise_if_any("fine-tuning settings")
+from cortex.training.settings import FinetuneSettings
 
 
 def read_texts(data: str | os.PathLike, text_field: str = "text") -> list[str]:
