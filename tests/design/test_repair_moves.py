@@ -175,3 +175,20 @@ def test_bad_settings_are_refused():
         LaMBO2Config(edit_window=0)
     with pytest.raises(DesignError, match="unseen_prob"):
         TransitionSupport(4, unseen_prob=0.0)
+
+
+@pytest.mark.parametrize("rank", ["acquisition", "random"])
+def test_trust_region_loop_improves_and_never_resends(rank):
+    from tests.design.test_lambo2_loop import Assay, make_loop, seeds, small_config
+
+    assay = Assay()
+    config = small_config(trust_region_fraction=0.75, parent_selection="diverse", trust_region_rank=rank,
+                          lambo=LaMBO2Config(num_steps=1, num_mutations=1, edit_window=2, decoder="joint",
+                                             guidance_steps=2))
+    loop = make_loop(assay, config=config)
+    start = seeds()
+    result = loop.run(start)
+    assert result.best_value > float(Assay()(start).max())
+    assert len(assay.sent) == len(set(assay.sent)) == result.evaluations
+    assert loop.proposal_sources.get("trust_region", 0) > 0
+    assert bool(loop.support.allowed.any())

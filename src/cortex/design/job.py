@@ -109,6 +109,9 @@ class LoopSettings:
     crossover_fraction: float = 0.0
     support_unseen_prob: float = 0.05
     support_prior: bool = True
+    trust_region_repair: bool = True
+    trust_region_rank: str = "acquisition"
+    parent_rotation: bool = True
 
 
 @dataclass(frozen=True)

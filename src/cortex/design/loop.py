@@ -65,6 +65,11 @@ class DesignLoopConfig:
             re-decoded jointly (0: none).
         support_unseen_prob: weight of a state pair the transition support has not seen (see
             :class:`~cortex.design.transitions.TransitionSupport`).
+        trust_region_repair: list the window-repaired doubles too (False: single edits only).
+        trust_region_rank: ``acquisition`` (the surrogate ranks the neighbourhood) or ``random`` (a
+            uniform order; the reference that shows what the surrogate adds).
+        parent_rotation: among equally good trust-region parents take the least used first (False: always
+            the earliest found, so a plateau is drained one neighbourhood at a time).
         support_prior: add the support's log weights of a candidate's pairs to its trust-region rank
             (unseen pairs cost ``log(support_unseen_prob)`` each), a learned prior on feasibility.
         lambo: :class:`~cortex.design.lambo2.LaMBO2Config`.
@@ -86,6 +91,9 @@ class DesignLoopConfig:
     crossover_fraction: float = 0.0
     support_unseen_prob: float = 0.05
     support_prior: bool = True
+    trust_region_repair: bool = True
+    trust_region_rank: str = "acquisition"
+    parent_rotation: bool = True
     lambo: LaMBO2Config = field(default_factory=LaMBO2Config)
     surrogate: SurrogateSettings = field(default_factory=SurrogateSettings)
 
@@ -100,6 +108,8 @@ class DesignLoopConfig:
                 raise DesignError(f"{name}={value!r} must be an integer >= 1 or None.")
         if self.rounds is None and self.budget is None:
             raise DesignError("Neither rounds nor budget bounds the design run; set one of them (e.g. budget=1000).")
+        if self.trust_region_rank not in ("acquisition", "random"):
+            raise DesignError(f"trust_region_rank={self.trust_region_rank!r} is not one of acquisition, random.")
         if self.parent_selection not in ("best", "diverse"):
             raise DesignError(f"parent_selection={self.parent_selection!r} is not one of best, diverse.")
         for name in ("trust_region_fraction", "crossover_fraction"):
@@ -516,17 +526,21 @@ class DesignLoop:
         mutable = self.is_mutable if self.is_mutable is not None else torch.ones(self.length, dtype=torch.bool)
         feasible = torch.nonzero(data.feasible).flatten()
         keys = sequence_keys(states[feasible])
-        uses = np.array([self.parent_uses.get(k, 0) for k in keys])
+        uses = np.array([self.parent_uses.get(k, 0) if self.config.parent_rotation else 0 for k in keys])
         value = data.values[feasible, 0].numpy()
         if self.objective.objectives[0] in self.objective.minimize:
             value = -value
         order = np.lexsort((np.arange(len(keys)), uses, -value))[: self.config.trust_region_parents]
         top = states[feasible[torch.as_tensor(order)]]
         cands, _ = trust_region(top, mutable, self.support, self.black_box.seen,
-                                max_candidates=self.config.trust_region_candidates, generator=self.generator)
+                                max_candidates=self.config.trust_region_candidates, generator=self.generator,
+                                repair_doubles=self.config.trust_region_repair)
         share = max(1, round(self.config.trust_region_fraction * self.config.batch_size / len(top)))
         for i in order:
             self.parent_uses[keys[i]] = self.parent_uses.get(keys[i], 0) + share
+        if self.config.trust_region_rank == "random":
+            cands = cands[torch.randperm(len(cands), generator=self.generator)]
+            return cands, torch.full((len(cands),), math.nan)
         return self._rank(cands, acquisition)
 
     def _crossover(self, parents: torch.Tensor, acquisition, n: int) -> tuple[torch.Tensor, torch.Tensor]:

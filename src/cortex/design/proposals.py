@@ -25,11 +25,12 @@ def farthest_first(states: torch.LongTensor, n: int) -> torch.LongTensor:
     """Indices of ``n`` rows of ``states [N, L]`` (ordered best first) chosen farthest-first by Hamming distance.
 
     Row 0 is taken first; then each step takes the row whose distance to its nearest chosen row is
-    largest, the earliest (best) row on ties. Fewer than ``n`` rows: all of them, in order.
+    largest, the earliest (best) row on ties. Fewer than ``n`` rows: all of them, in that greedy order.
     """
     N = len(states)
-    if N <= n:
-        return torch.arange(N)
+    n = min(n, N)
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long)
     dist = (states[:, None, :] != states[None, :, :]).sum(-1)  # (N, N)
     chosen = [0]
     nearest = dist[0].clone()
@@ -96,6 +97,7 @@ def trust_region(
     max_candidates: int | None = None,
     log_probs: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    repair_doubles: bool = True,
 ) -> tuple[torch.LongTensor, torch.LongTensor]:
     """New designs near ``parents [P, L]``: single edits plus window-repaired doubles, none in the history.
 
@@ -105,6 +107,7 @@ def trust_region(
         seen: ``states -> bool [B]``, True for designs already evaluated.
         max_candidates: keep at most this many (a uniform subsample), to bound the scoring cost.
         log_probs: ``[P, L, V]`` emissions for the repairs (e.g. the denoising LM at each parent); uniform if None.
+        repair_doubles: add the window-repaired doubles (False: single edits only).
 
     Returns:
         ``(candidates [N, L], parent_index [N])``, distinct, no forbidden pair, never a seen design.
@@ -118,7 +121,7 @@ def trust_region(
         singles = single_edits(parent, mutable, V)
         edited = (singles != parent).float().argmax(-1)
         lp = None if log_probs is None else log_probs[p].expand(len(singles), -1, -1)
-        doubles = repair(singles, edited, mutable, support, lp, generator)
+        doubles = repair(singles, edited, mutable, support, lp, generator) if repair_doubles else singles[:0]
         for block in (singles, doubles):
             groups.append(block)
             owners.append(torch.full((len(block),), p, dtype=torch.long))
