@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=6, help="Held-out prompts per kind.")
     ap.add_argument("--tokens", type=int, default=48, help="Tokens generated per prompt.")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=2400, help="Training steps the demo was built with (as steering_effect).")
+    ap.add_argument("--chars-per-kind", type=int, default=210_000, help="Corpus size the demo was built with.")
     args = ap.parse_args()
 
     import torch
@@ -53,7 +55,8 @@ def main() -> None:
     from cortex.steering.demo import CharNgramClassifier, DemoSettings, demo_corpus
     from cortex.steering.monitor import MonitorSettings, run_monitor
 
-    settings = DemoSettings()
+    # the same settings as the build, so that the held-out prompts are the ones the model never saw
+    settings = DemoSettings(steps=args.steps, chars_per_kind=args.chars_per_kind)
     reg = Registry(args.home)
     loaded = load_model(settings.name, registry=reg)
     pack = load_lens_pack(f"lens-{settings.name}", registry=reg)

@@ -143,7 +143,7 @@ def _merge_cache_names(cache: Cache | None, past_key_values: Cache | None) -> Ca
 
 def _refuse_unknown(kwargs: dict[str, Any], where: str, accepted: tuple[str, ...]) -> None:
     """Raise for keywords the model would otherwise silently ignore."""
-    unknown = sorted(k for k, v in kwargs.items() if v is not None)
+    unknown = sorted(kwargs)
     if unknown:
         raise ModelInputError(
             f"{where}.forward got keyword argument(s) it does not use: {', '.join(unknown)}. "
