@@ -229,13 +229,49 @@ def finetune(
     (``char_lm-trained-...`` from scratch), with ``fine_tuned_from=base`` and the settings and final
     loss in ``extra``; ``on_step(step, loss)`` is called after every optimizer step (the CLI's bar).
     """
-    from cortex.hub.loading import load_model
-    from cortex.models.selection import build_model
-
     s = settings or FinetuneSettings()
     reg = registry or Registry()
     if name is not None:
         validate_name(name)
+    run = _setup(base, data, s, reg)
+    if s.lora:
+        run.model = _apply_lora(run.model, s)
+    run.model.train()
+    params = [p for p in run.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    run_dir = reg.home / "runs" / "finetune" / run_key(run.base_key, data, s, name)
+    step, losses = _resume(run_dir, run.model, opt)
+    resumed_from = step
+    run_dir.mkdir(parents=True, exist_ok=True)
+    step = _fit(run, opt, params, s, step, losses, run_dir / "checkpoint", on_step)
+    if s.lora:
+        run.model = run.model.merge_and_unload()
+    run.model.eval()
+    entry = _register(run, reg, name, data, s, step, losses, resumed_from)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return entry
+
+
+@dataclass
+class _Run:
+    """What a fine-tune trains: the model, its tokenizer and family, where it came from, the data blocks."""
+
+    model: nn.Module
+    tokenizer: Any
+    family: Any
+    selection: ModelSelection
+    base_entry: RegistryEntry | None
+    base_key: str  # identifies the starting point in the resume key
+    blocks: torch.Tensor  # (N, block + 1) token ids
+
+
+def _setup(base: str | ModelSelection | Mapping[str, Any], data: str | os.PathLike, s: FinetuneSettings,
+           reg: Registry) -> _Run:
+    """Stage 1: resolve the base model (registry entry, or a fresh char_lm), check it is a causal LM,
+    and pack the texts into blocks."""
+    from cortex.hub.loading import load_model
+    from cortex.models.selection import build_model
+
     if isinstance(base, str):
         sel = ModelSelection(model_name=base)
     elif isinstance(base, ModelSelection):
@@ -258,41 +294,38 @@ def finetune(
             "LMs. Pick a causal LM entry (family qwen or char_lm in: cortex models list)."
         )
     max_len = getattr(model.config, "max_position_embeddings", None) or 10**9
-    block = min(s.block_size, max_len - 1)
-    blocks = pack_blocks(texts, tok, block)
-
+    blocks = pack_blocks(texts, tok, min(s.block_size, max_len - 1))
     torch.manual_seed(s.seed)
     random.seed(s.seed)
-    if s.lora:
-        model = _apply_lora(model, s)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    return _Run(model, tok, family, sel, base_entry, base_key, blocks)
 
-    key = run_key(base_key, data, s, name)
-    run_dir = reg.home / "runs" / "finetune" / key
+
+def _resume(run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list[float]]:
+    """Stage 2: the step and losses of an interrupted run with this key (model and optimizer restored), or a fresh start."""
     ckpt = run_dir / "checkpoint"
-    step, losses = 0, []
-    if ckpt.exists():
-        try:
-            step, losses = _load_checkpoint(ckpt, model, opt)
-        except (OSError, KeyError, ValueError, RuntimeError) as e:
-            raise RegistryError(
-                f"The resume checkpoint {ckpt} is unreadable ({type(e).__name__}: {e}). Delete it to start this "
-                f"fine-tune over: rm -r {run_dir}"
-            ) from e
-    resumed_from = step
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if not ckpt.exists():
+        return 0, []
+    try:
+        return _load_checkpoint(ckpt, model, opt)
+    except (OSError, KeyError, ValueError, RuntimeError) as e:
+        raise RegistryError(
+            f"The resume checkpoint {ckpt} is unreadable ({type(e).__name__}: {e}). Delete it to start this "
+            f"fine-tune over: rm -r {run_dir}"
+        ) from e
 
+
+def _fit(run: _Run, opt: torch.optim.Optimizer, params: list[nn.Parameter], s: FinetuneSettings, step: int,
+         losses: list[float], ckpt: Path, on_step: Callable[[int, float], None] | None) -> int:
+    """Stage 3: next-token AdamW steps from ``step`` to ``s.max_steps``, checkpointing every ``save_every``."""
     gen = torch.Generator().manual_seed(s.seed)
-    order = torch.randperm(len(blocks), generator=gen)
+    order = torch.randperm(len(run.blocks), generator=gen)
     while step < s.max_steps:
         # the batch depends only on the step, so a resumed run sees the same data
-        idx = torch.arange(step * s.batch_size, (step + 1) * s.batch_size) % len(blocks)
-        batch = blocks[order[idx]]
+        idx = torch.arange(step * s.batch_size, (step + 1) * s.batch_size) % len(run.blocks)
+        batch = run.blocks[order[idx]]
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, s)
-        logits = model(input_ids=batch[:, :-1]).logits  # (B, T, V)
+        logits = run.model(input_ids=batch[:, :-1]).logits  # (B, T, V)
         loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), batch[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -303,28 +336,29 @@ def finetune(
         if on_step is not None:
             on_step(step, losses[-1])
         if step % s.save_every == 0 and step < s.max_steps:
-            _save_checkpoint(ckpt, model, opt, step, losses)
+            _save_checkpoint(ckpt, run.model, opt, step, losses)
+    return step
 
-    if s.lora:
-        model = model.merge_and_unload()
-    model.eval()
+
+def _register(run: _Run, reg: Registry, name: str | None, data: str | os.PathLike, s: FinetuneSettings,
+              step: int, losses: list[float], resumed_from: int) -> RegistryEntry:
+    """Stage 4: save the trained model into a new registry entry whose parent is the base model."""
     final_loss = float(sum(losses[-10:]) / len(losses[-10:]))
     stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
-    if base_entry is not None:
-        new_name = name or f"{base_entry.name}-finetuned-{stamp}"
-        lineage = dict(model_id=base_entry.model_id, family=base_entry.family, fine_tuned_from=base_entry.name,
-                       license=base_entry.license, license_accepted=base_entry.license_accepted)
+    base = run.base_entry
+    if base is not None:
+        new_name = name or f"{base.name}-finetuned-{stamp}"
+        lineage = dict(model_id=base.model_id, family=base.family, fine_tuned_from=base.name,
+                       license=base.license, license_accepted=base.license_accepted)
     else:
         new_name = name or f"char_lm-trained-{stamp}"
-        lineage = dict(model_id="cortex/char_lm", family=family.name, license="apache-2.0")
+        lineage = dict(model_id="cortex/char_lm", family=run.family.name, license="apache-2.0")
     with reg.stage() as tmp:
-        family.save(model, tok, tmp)
-        entry = reg.register(
+        run.family.save(run.model, run.tokenizer, tmp)
+        return reg.register(
             tmp, name=new_name, kind="model", source="custom", on_conflict="version", **lineage,
             extra={"finetune": {**asdict(s), "data": str(Path(data).resolve()), "steps": step,
                                 "final_loss": final_loss, "first_loss": losses[0] if losses else None,
-                                "resumed_from_step": resumed_from, "model_selection": asdict(sel)},
-                   "params": sum(p.numel() for p in model.parameters())},
+                                "resumed_from_step": resumed_from, "model_selection": asdict(run.selection)},
+                   "params": sum(p.numel() for p in run.model.parameters())},
         )
-    shutil.rmtree(run_dir, ignore_errors=True)
-    return entry
