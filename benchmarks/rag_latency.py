@@ -18,7 +18,10 @@ the same search on the same queries, stored vectors plus noise (the tuning split
 value reaching recall@10 0.97; recall and latency are reported on held-out mixture draws (the
 evaluation split).
 
-    python benchmarks/rag_latency.py [--sizes 100000 1000000] [--queries 300] [--hnsw-max 100000]
+The Chroma server line times a query through cortex's chroma backend over loopback HTTP (the
+server's own threads are not limited to one), so it includes the client and the network stack.
+
+    python benchmarks/rag_latency.py [--sizes 100000 1000000] [--queries 300] [--hnsw-max 100000] [--chroma-max 100000]
 """
 
 from __future__ import annotations
@@ -168,7 +171,53 @@ def faiss_hnsw(data: np.ndarray, tune_q: np.ndarray, tune_truth: np.ndarray):
     return search, int(faiss.serialize_index(index).nbytes), {"M": 32, "efConstruction": 40, "efSearch": max(ef, 10)}, index
 
 
-ENGINES = {"embedded": embedded, "faiss_ivf": faiss_ivf, "faiss_hnsw": faiss_hnsw}
+def chroma_server(data: np.ndarray, tune_q: np.ndarray, tune_truth: np.ndarray):
+    """cortex's chroma backend on a ``chroma run`` server started here (loopback, temporary folder).
+
+    The server's HNSW (M=16, ef_construction=100) runs with the backend's ef_search=200, untuned;
+    the memory figure is the server process's resident memory after loading.
+    """
+    import socket
+    import subprocess
+    import tempfile
+    import urllib.request
+
+    from cortex.retrieval.chroma import ChromaBackend, ChromaConfig
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    folder = tempfile.TemporaryDirectory()
+    cmd = [sys.executable, "-c", "import sys; from chromadb.cli.cli import app; sys.argv[0] = 'chroma'; app()",
+           "run", "--path", folder.name, "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    backend = ChromaBackend(ChromaConfig(f"http://127.0.0.1:{port}"), "bench-vectors", data.shape[1])
+    backend.upsert([str(i) for i in range(len(data))], data)
+
+    def search(q, k):
+        return [int(i) for i, _ in backend.search(q, k)]
+
+    status = Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+    rss = next(int(x.split()[1]) * 1024 for x in status if x.startswith("VmRSS:"))
+
+    class Handle:  # stops the server when the benchmark drops the engine
+        def __del__(self):
+            proc.terminate()
+            proc.wait(timeout=30)
+            folder.cleanup()
+
+    return search, rss, {"M": 16, "ef_construction": 100, "ef_search": backend.config.ef_search,
+                         "memory": "server RSS"}, Handle()
+
+
+ENGINES = {"embedded": embedded, "faiss_ivf": faiss_ivf, "faiss_hnsw": faiss_hnsw, "chroma_server": chroma_server}
 
 
 def run_size(name: str, spec: dict, n: int, args, info: dict) -> None:
@@ -191,7 +240,7 @@ def run_size(name: str, spec: dict, n: int, args, info: dict) -> None:
             "target_recall": TARGET_RECALL, "exact_p50_ms": round(pct(t_exact, 50), 3),
             "exact_p95_ms": round(pct(t_exact, 95), 3), **spec}
     for engine in args.engines:
-        if engine == "faiss_hnsw" and n > args.hnsw_max:
+        if (engine == "faiss_hnsw" and n > args.hnsw_max) or (engine == "chroma_server" and n > args.chroma_max):
             continue
         gc.collect()
         rss0, t0 = rss_mb(), time.perf_counter()
@@ -214,6 +263,7 @@ def main() -> None:
     ap.add_argument("--data", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     ap.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES))
     ap.add_argument("--hnsw-max", type=int, default=100_000, help="skip HNSW above this size (its build is slow on one core)")
+    ap.add_argument("--chroma-max", type=int, default=100_000, help="skip the Chroma server above this size")
     args = ap.parse_args()
 
     import faiss

@@ -206,14 +206,14 @@ class ChromaBackend:
             raise RetrievalError(f"Query vector has {q.shape[1]} dims; this index holds {self.dim}-dim vectors.")
         if k < 1 or not self._view:
             return []
-        total = self.server.call("count vectors", lambda c: c.count())
-        want = min(k + len(self._deleted), total)
+        want = k + len(self._deleted)  # removed ids may still sit on the server until the next commit
         while True:
             got = self.server.call("search", lambda c: c.query(query_embeddings=q, n_results=want, include=["distances"]))
-            hits = [(i, 1.0 - float(d)) for i, d in zip(got["ids"][0], got["distances"][0]) if i in self._view]
-            if len(hits) >= k or want >= total:
+            found = got["ids"][0]
+            hits = [(i, 1.0 - float(d)) for i, d in zip(found, got["distances"][0]) if i in self._view]
+            if len(hits) >= k or len(found) < want:  # enough, or the server has nothing more
                 return hits[:k]
-            want = min(2 * want + k, total)
+            want *= 2  # another writer's uncommitted vectors took places: ask for more
 
     def fetch(self, ids: Sequence[str]) -> np.ndarray:
         ids = list(ids)
