@@ -31,34 +31,31 @@ def train_cmd(
     layers: str = typer.Option(None, "--layers", help="Model layers to consider, e.g. 1,3,5 (default: all)."),
     concept_filter: str = typer.Option("examples", "--concept-filter",
                                        help="examples | all | re:<regex> | layer:<a>-<b> | Term1,Term2,..."),
-    probe: str = typer.Option("linear", "--probe", help="Probe kind: linear or mlp."),
-    layer_norm: bool = typer.Option(True, "--layer-norm/--no-layer-norm", help="LayerNorm at the probe input."),
-    target_f1: float = typer.Option(0.85, "--target-f1", help="Validation F1 at which a probe graduates."),
+    probe: str = typer.Option(None, "--probe", help="Probe kind: linear or mlp (default from LensTrainingConfig)."),
+    layer_norm: bool = typer.Option(None, "--layer-norm/--no-layer-norm", help="LayerNorm at the probe input."),
+    target_f1: float = typer.Option(None, "--target-f1", help="Validation F1 at which a probe graduates."),
     max_rounds: int = typer.Option(None, "--max-rounds",
                                    help="Graduation rounds at most (escalating negatives; default from the config)."),
     steps: int = typer.Option(None, "--steps", help="Optimizer steps per round (default from the config)."),
-    bf16: bool = typer.Option(False, "--bf16", help="Train the probe matmuls in bfloat16 autocast."),
-    wordnet: bool = typer.Option(False, "--wordnet", help="Add WordNet glosses/usages (needs wordnet-base)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for splits, sampling and initialization."),
+    bf16: bool = typer.Option(None, "--bf16/--fp32", help="Train the probe matmuls in bfloat16 autocast."),
+    wordnet: bool = typer.Option(None, "--wordnet/--no-wordnet", help="Add WordNet glosses/usages (needs wordnet-base)."),
+    seed: int = typer.Option(None, "--seed", help="Seed for splits, sampling and initialization."),
     name: str = typer.Option(None, "--name", help="Registry name (default: lens-<model>-<conceptpack>)."),
     threads: int = typer.Option(None, "--threads", help="Torch CPU threads (default: torch's choice)."),
 ) -> None:
     """Train a lens pack (one probe per concept and best layer per band) and register it."""
-    from dataclasses import replace
-
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from cortex.lenses.dataset import DatasetConfig
     from cortex.lenses.pipeline import train_lens_pack
     from cortex.lenses.training import LensTrainingConfig
 
-    cfg = LensTrainingConfig(layers=_int_list(layers, "--layers"), probe=probe, layer_norm=layer_norm,
-                             target_f1=target_f1, dtype="bfloat16" if bf16 else "float32",
-                             seed=seed, data=DatasetConfig(wordnet=wordnet, seed=seed))
-    if steps is not None:
-        cfg = replace(cfg, steps=steps)  # re-validated by __post_init__
-    if max_rounds is not None:
-        cfg = replace(cfg, max_rounds=max_rounds)
+    # options left unset keep LensTrainingConfig's defaults (defined once, there)
+    given = {"layers": _int_list(layers, "--layers"), "probe": probe, "layer_norm": layer_norm, "target_f1": target_f1,
+             "dtype": None if bf16 is None else ("bfloat16" if bf16 else "float32"), "steps": steps,
+             "max_rounds": max_rounds, "seed": seed}
+    data = {"wordnet": wordnet, "seed": seed}
+    cfg = LensTrainingConfig(**{k: v for k, v in given.items() if v is not None},
+                             data={k: v for k, v in data.items() if v is not None})
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("starting", total=1.0)
