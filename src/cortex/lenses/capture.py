@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from cortex.errors import ConfigError, InputError
+from cortex.models.pooling import masked_mean
 
 POOLS = ("mean", "last", "tokens")
 
@@ -61,8 +62,7 @@ def replace_hidden(output: Any, hidden: torch.Tensor) -> Any:
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over real tokens: ``hidden (B, T, d)``, ``mask (B, T)`` of 0/1 → ``(B, d)``."""
-    m = mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+    return masked_mean(hidden, mask)
 
 
 def last_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from cortex.errors import ConfigError, InputError
+from cortex.models.pooling import masked_mean
 from cortex.resources import minilm_dir
 
 
@@ -71,8 +72,7 @@ class TextConceptDetector:
             enc = self.tokenizer(list(texts[s:s + self.batch_size]), padding=True, truncation=True,
                                  max_length=self.max_length, return_tensors="pt")
             h = self.model(**enc).last_hidden_state
-            m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
-            e = (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+            e = masked_mean(h, enc["attention_mask"])
             out.append(torch.nn.functional.normalize(e, dim=-1))
         return torch.cat(out) if out else torch.zeros(0, self.concept_embeddings.shape[1])
 

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from cortex.models.pooling import masked_mean
+
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Fixed sine/cosine position encodings ``(length, dim)`` (Vaswani et al.), computed on the fly."""
@@ -97,8 +99,7 @@ class MeanPooling(nn.Module):
         super().__init__()
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        m = mask[..., None].to(x.dtype)
-        return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return masked_mean(x, mask)
 
 
 class MaxPooling(nn.Module):

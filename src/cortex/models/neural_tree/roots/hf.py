@@ -14,6 +14,7 @@ from torch import nn
 from cortex.errors import ConfigError
 from cortex.models.neural_tree.roots.base import Root
 from cortex.models.neural_tree.specs import HFRootSpec
+from cortex.models.pooling import masked_mean
 
 
 def _pool_none(h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -21,9 +22,7 @@ def _pool_none(h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch
 
 
 def _pool_mean(h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    m = mask[..., None].to(h.dtype)
-    pooled = (h * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1.0)
-    return pooled, torch.ones(h.shape[0], 1, dtype=torch.bool, device=h.device)
+    return masked_mean(h, mask, keepdim=True), torch.ones(h.shape[0], 1, dtype=torch.bool, device=h.device)
 
 
 def _pool_cls(h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
