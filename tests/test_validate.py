@@ -59,3 +59,24 @@ def test_build_dataclass_keeps_known_fields_and_reports_unknown():
     s = build_dataclass(S, {"lr": 0.5, "lrate": 1}, "opt", p, name="fixed")
     assert (s.lr, s.name) == (0.5, "fixed")
     assert p[0].field == "opt.lrate" and "Did you mean 'lr'" in p[0].message
+
+
+def test_build_kind_picks_the_spec_of_its_kind_and_reports_bad_input():
+    from dataclasses import dataclass
+
+    from cortex._validate import build_kind
+
+    @dataclass
+    class Wide:
+        kind: str = "wide"
+        width: int = 4
+
+        def check(self, where, problems):
+            check_positive(f"{where}.width", self.width, problems)
+
+    p = Problems()
+    assert build_kind({"wide": Wide}, {"width": 7}, "b.x", p, "wide", "{'kind': 'wide'}") == Wide(width=7)
+    assert build_kind({"wide": Wide}, {"kind": "wid"}, "b.y", p, "wide", "{'kind': 'wide'}") is None
+    assert build_kind({"wide": Wide}, 3, "b.z", p, "wide", "{'kind': 'wide'}") is None
+    build_kind({"wide": Wide}, {"width": 0}, "b.w", p, "wide", "{'kind': 'wide'}")
+    assert [q.field for q in p] == ["b.y.kind", "b.z", "b.w.width"]

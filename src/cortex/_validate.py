@@ -30,7 +30,7 @@ from typing import Any
 from cortex.errors import _UNSET, ConfigError, Problem, closest
 
 __all__ = [
-    "Problem", "Problems", "build_dataclass", "check_bool", "check_choice", "check_fraction",
+    "Problem", "Problems", "build_dataclass", "build_kind", "check_bool", "check_choice", "check_fraction",
     "check_int", "check_known_keys", "check_non_empty", "check_number", "check_path_exists",
     "check_positive", "check_type",
 ]
@@ -180,3 +180,23 @@ def build_dataclass(cls: type, data: Mapping[str, Any], where: str, problems: Pr
     known = {f.name for f in dataclasses.fields(cls) if f.init}
     check_known_keys(where, data, known, problems)
     return cls(**{k: v for k, v in data.items() if k in known}, **fixed)
+
+
+def build_kind(
+    specs: Mapping[str, type], data: Any, where: str, problems: Problems, default_kind: str, example: str,
+) -> Any:
+    """The spec of ``data["kind"]`` (``default_kind`` if unset) from a registry of spec classes keyed by
+    kind, built with :func:`build_dataclass` and checked with its ``check(where, problems)``; ``None``
+    (with the problem recorded) when ``data`` is not a mapping or names an unknown kind.
+
+    ``example`` is a config snippet shown when ``data`` is not a mapping, e.g. ``{'kind': 'mlp'}``.
+    """
+    if not isinstance(data, Mapping):
+        problems.add(f"{where} must be a dict such as {example}; got {data!r}.", where, data)
+        return None
+    kind = data.get("kind", default_kind)
+    if not check_choice(f"{where}.kind", kind, tuple(specs), problems):
+        return None
+    spec = build_dataclass(specs[kind], {**data, "kind": kind}, where, problems)
+    spec.check(where, problems)
+    return spec

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from cortex._validate import (
     Problems,
     build_dataclass,
+    build_kind,
     check_choice,
     check_fraction,
     check_positive,
@@ -339,16 +340,7 @@ ROOT_SPECS: dict[str, type[RootSpec]] = {
 
 
 def parse_root(name: str, data: Any, problems: Problems) -> RootSpec | None:
-    where = f"roots.{name}"
-    if not isinstance(data, dict):
-        problems.add(f"{where} must be a dict such as {{'kind': 'conv1d'}}; got {data!r}.")
-        return None
-    kind = data.get("kind", "conv1d")
-    if not check_choice(f"{where}.kind", kind, ROOT_KINDS, problems):
-        return None
-    spec = build_dataclass(ROOT_SPECS[kind], {**data, "kind": kind}, where, problems)
-    spec.check(where, problems)
-    return spec
+    return build_kind(ROOT_SPECS, data, f"roots.{name}", problems, "conv1d", "{'kind': 'conv1d'}")
 
 
 # ---------------------------------------------------------------------------------------------- trunk
@@ -539,13 +531,4 @@ LEAF_SPECS: dict[str, type[LeafSpec]] = {
 
 
 def parse_leaf(name: str, data: Any, problems: Problems) -> LeafSpec | None:
-    where = f"leaves.{name}"
-    if not isinstance(data, dict):
-        problems.add(f"{where} must be a dict such as {{'kind': 'regressor', 'branch': 'b'}}; got {data!r}.")
-        return None
-    kind = data.get("kind", "regressor")
-    if not check_choice(f"{where}.kind", kind, LEAF_KINDS, problems):
-        return None
-    spec = build_dataclass(LEAF_SPECS[kind], {**data, "kind": kind}, where, problems)
-    spec.check(where, problems)
-    return spec
+    return build_kind(LEAF_SPECS, data, f"leaves.{name}", problems, "regressor", "{'kind': 'regressor', 'branch': 'b'}")
