@@ -272,8 +272,7 @@ def run_monitor(
     start = time.perf_counter()
     if check_model:
         pack.check_model(loaded)
-    model, tok = loaded.model, loaded.tokenizer
-    blocks = loaded.layers()
+    tok = loaded.tokenizer
     concepts = sorted(pack.concepts())
     primary = pack.concepts()
     opposites = dict(opposites if opposites is not None else (vectors.opposites if vectors else {}))
@@ -282,47 +281,15 @@ def run_monitor(
     rules = build_rules(pack, vectors, bounds, opposites)
     banks = _banks(pack, concepts)
 
-    from cortex.generation import encode_prompts, generate_ids, pad_token_id
-
-    ids, mask = encode_prompts(tok, prompt, next(model.parameters()).device)
-    steps: dict[int, list[torch.Tensor]] = {layer: [] for layer in banks}
-    prompt_logits: dict[int, torch.Tensor] = {}
-
-    def read(layer: int, hidden: torch.Tensor) -> None:
-        bank = banks[layer][0]
-        if layer not in prompt_logits:
-            prompt_logits[layer] = bank.logits(hidden[0].float()).cpu()          # (P, n)
-        steps[layer].append(bank.logits(hidden[0, -1].float()).cpu())            # (n,)
-
-    from cortex.lenses.capture import ActivationCapture
-
-    controller = AutonomicController(blocks, rules, cfg.controller)
-    with SteeringHooks(blocks, specs), controller, \
-            ActivationCapture(blocks, sorted(banks), store=False, on_output=read):
-        out = generate_ids(model, ids, mask, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                           top_p=cfg.top_p, seed=cfg.seed, pad_token_id=pad_token_id(tok))
-    new_ids = out[0].tolist()
-    n = len(new_ids)
-    if any(len(v) < n for v in steps.values()):
-        raise InputError(
-            f"The model made {n} tokens but its blocks were called fewer times; generation must run the layers "
-            "once per token (KV cache on, no speculative decoding)."
-        )
-
-    col = {c: i for i, c in enumerate(concepts)}
-    scores = torch.zeros(n, len(concepts))
-    pscores = torch.zeros(ids.shape[1], len(concepts))
-    for layer, (_, names) in banks.items():
-        idx = [col[c] for c in names]
-        scores[:, idx] = torch.sigmoid(torch.stack(steps[layer][:n]))
-        pscores[:, idx] = torch.sigmoid(prompt_logits[layer])
+    ids, new_ids, steps, prompt_logits, controller = _generate_and_read(loaded, prompt, specs, rules, banks, cfg)
+    scores, pscores = _scores(banks, concepts, steps, prompt_logits, len(new_ids), ids.shape[1])
     tokens = [tok.decode([t]) for t in new_ids]
     prompt_tokens = [tok.decode([t]) for t in ids[0].tolist()]
     k = min(cfg.top_k, len(concepts))
     top = [[(concepts[int(j)], round(float(row[j]), 4)) for j in row.argsort(descending=True)[:k]] for row in scores]
 
     divergence = None
-    if cfg.divergence is not None and detector is not None and n > 0:
+    if cfg.divergence is not None and detector is not None and new_ids:
         divergence = detect_divergence(tokens, scores, concepts, detector, cfg.divergence).to_dict()
     exceed = {}
     for rule in rules:
@@ -341,3 +308,48 @@ def run_monitor(
         bounds=[str(b) for b in bounds], interventions=[i.to_dict() for i in controller.interventions],
         exceedance=exceed, divergence=divergence, settings=cfg.to_dict(), seconds=round(time.perf_counter() - start, 3),
     )
+
+
+def _generate_and_read(loaded: Any, prompt: str, specs: list, rules: list, banks: dict, cfg: MonitorSettings):
+    """Stage 1: generate under the steering hooks and the autonomic controller while the lens banks read
+    every block output. Returns the prompt ids ``(1, P)``, the new token ids, per-layer step logits,
+    per-layer prompt logits ``(P, n)`` and the controller (its interventions and exceedance)."""
+    from cortex.generation import encode_prompts, generate_ids, pad_token_id
+    from cortex.lenses.capture import ActivationCapture
+
+    model, tok, blocks = loaded.model, loaded.tokenizer, loaded.layers()
+    ids, mask = encode_prompts(tok, prompt, next(model.parameters()).device)
+    steps: dict[int, list[torch.Tensor]] = {layer: [] for layer in banks}
+    prompt_logits: dict[int, torch.Tensor] = {}
+
+    def read(layer: int, hidden: torch.Tensor) -> None:
+        bank = banks[layer][0]
+        if layer not in prompt_logits:
+            prompt_logits[layer] = bank.logits(hidden[0].float()).cpu()          # (P, n)
+        steps[layer].append(bank.logits(hidden[0, -1].float()).cpu())            # (n,)
+
+    controller = AutonomicController(blocks, rules, cfg.controller)
+    with SteeringHooks(blocks, specs), controller, \
+            ActivationCapture(blocks, sorted(banks), store=False, on_output=read):
+        out = generate_ids(model, ids, mask, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                           top_p=cfg.top_p, seed=cfg.seed, pad_token_id=pad_token_id(tok))
+    new_ids = out[0].tolist()
+    if any(len(v) < len(new_ids) for v in steps.values()):
+        raise InputError(
+            f"The model made {len(new_ids)} tokens but its blocks were called fewer times; generation must run "
+            "the layers once per token (KV cache on, no speculative decoding)."
+        )
+    return ids, new_ids, steps, prompt_logits, controller
+
+
+def _scores(banks: dict, concepts: list[str], steps: dict, prompt_logits: dict, n: int, n_prompt: int):
+    """Stage 2: concept probabilities ``(n, C)`` of the new tokens and ``(P, C)`` of the prompt tokens,
+    each concept read at its own layer."""
+    col = {c: i for i, c in enumerate(concepts)}
+    scores = torch.zeros(n, len(concepts))
+    pscores = torch.zeros(n_prompt, len(concepts))
+    for layer, (_, names) in banks.items():
+        idx = [col[c] for c in names]
+        scores[:, idx] = torch.sigmoid(torch.stack(steps[layer][:n]))
+        pscores[:, idx] = torch.sigmoid(prompt_logits[layer])
+    return scores, pscores
