@@ -65,10 +65,21 @@ table.list{border-collapse:collapse;font-size:13px} table.list td,table.list th{
 
 def render_html(result: MonitorResult, tokens_per_row: int = 48) -> str:
     """The report page as one HTML string (see the module docstring)."""
-    esc = html.escape
     by_step, flagged = _token_marks(result)
     concept_ix = {c: i for i, c in enumerate(result.concepts)}
     hits = {(int(r["step"]), concept_ix.get(r["concept"], -1)) for r in result.interventions}
+    out = _header(result)
+    T = len(result.tokens)
+    for start in range(0, max(T, 1), tokens_per_row):
+        out += _heatmap_block(result, start, min(T, start + tokens_per_row), hits, by_step, flagged)
+    out += _tables(result)
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def _header(result: MonitorResult) -> list[str]:
+    """The page head, the run's settings, the generated text and the heatmap legend."""
+    esc = html.escape
     out = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
            f"<title>cortex monitor: {esc(result.model)}</title><style>{_CSS}</style></head><body>",
            "<h1>cortex lens monitor</h1>", "<table class=\"meta\">"]
@@ -88,44 +99,56 @@ def render_html(result: MonitorResult, tokens_per_row: int = 48) -> str:
                + "".join(f"<span style=\"background:{_color(i / 10)}\"></span>" for i in range(11))
                + " 1 &nbsp; <b style=\"color:#0a58ca\">▼</b> intervention &nbsp; "
                  "<span style=\"background:#ffd966\"></span> divergent span</div>")
-    T = len(result.tokens)
-    for start in range(0, max(T, 1), tokens_per_row):
-        end = min(T, start + tokens_per_row)
-        out.append("<div class=\"block\"><table class=\"heat\"><tr><th class=\"concept\">token</th>")
+    return out
+
+
+def _heatmap_block(result: MonitorResult, start: int, end: int, hits: set, by_step: dict, flagged: dict) -> list[str]:
+    """One row block of the concept × token heatmap (tokens ``start:end``), with control and divergence rows."""
+    esc = html.escape
+    out: list[str] = []
+    out.append("<div class=\"block\"><table class=\"heat\"><tr><th class=\"concept\">token</th>")
+    for t in range(start, end):
+        tok = result.tokens[t]
+        top = ", ".join(f"{c} {s:.2f}" for c, s in result.top_k[t]) if t < len(result.top_k) else ""
+        tip = f"#{t} {tok!r} top: {top}"
+        out.append(f"<th class=\"tok\" data-i=\"{t}\" data-token=\"{esc(tok, quote=True)}\" "
+                   f"title=\"{esc(tip, quote=True)}\">{esc(visible(tok))}</th>")
+    out.append("</tr>")
+    for ci, c in enumerate(result.concepts):
+        out.append(f"<tr><th class=\"concept\">{esc(c)}</th>")
         for t in range(start, end):
-            tok = result.tokens[t]
-            top = ", ".join(f"{c} {s:.2f}" for c, s in result.top_k[t]) if t < len(result.top_k) else ""
-            tip = f"#{t} {tok!r} top: {top}"
-            out.append(f"<th class=\"tok\" data-i=\"{t}\" data-token=\"{esc(tok, quote=True)}\" "
-                       f"title=\"{esc(tip, quote=True)}\">{esc(visible(tok))}</th>")
+            s = result.scores[t][ci]
+            cls = " class=\"hit\"" if (t, ci) in hits else ""
+            out.append(f"<td{cls} style=\"background:{_color(s)}\" title=\"{esc(c)} @ #{t}: {s:.3f}\"></td>")
         out.append("</tr>")
-        for ci, c in enumerate(result.concepts):
-            out.append(f"<tr><th class=\"concept\">{esc(c)}</th>")
-            for t in range(start, end):
-                s = result.scores[t][ci]
-                cls = " class=\"hit\"" if (t, ci) in hits else ""
-                out.append(f"<td{cls} style=\"background:{_color(s)}\" title=\"{esc(c)} @ #{t}: {s:.3f}\"></td>")
-            out.append("</tr>")
-        if result.bounds:
-            out.append("<tr><th class=\"concept\">control</th>")
-            for t in range(start, end):
-                recs = by_step.get(t, [])
-                if recs:
-                    tip = "; ".join(f"{r['concept']}→{r['toward'] or 'away'} {r['score_before']:.2f}→"
-                                    f"{r['score_after']:.2f} (u={r['strength']:.2f})" for r in recs)
-                    out.append(f"<td class=\"ctl\" title=\"{esc(tip, quote=True)}\">▼</td>")
-                else:
-                    out.append("<td></td>")
-            out.append("</tr>")
-        if result.divergence is not None:
-            out.append("<tr><th class=\"concept\">divergence</th>")
-            for t in range(start, end):
-                if t in flagged:
-                    out.append(f"<td class=\"div\" title=\"divergence {flagged[t]:.2f}\"></td>")
-                else:
-                    out.append("<td></td>")
-            out.append("</tr>")
-        out.append("</table></div>")
+    if result.bounds:
+        out.append("<tr><th class=\"concept\">control</th>")
+        for t in range(start, end):
+            recs = by_step.get(t, [])
+            if recs:
+                tip = "; ".join(f"{r['concept']}→{r['toward'] or 'away'} {r['score_before']:.2f}→"
+                                f"{r['score_after']:.2f} (u={r['strength']:.2f})" for r in recs)
+                out.append(f"<td class=\"ctl\" title=\"{esc(tip, quote=True)}\">▼</td>")
+            else:
+                out.append("<td></td>")
+        out.append("</tr>")
+    if result.divergence is not None:
+        out.append("<tr><th class=\"concept\">divergence</th>")
+        for t in range(start, end):
+            if t in flagged:
+                out.append(f"<td class=\"div\" title=\"divergence {flagged[t]:.2f}\"></td>")
+            else:
+                out.append("<td></td>")
+        out.append("</tr>")
+    out.append("</table></div>")
+    return out
+
+
+def _tables(result: MonitorResult) -> list[str]:
+    """The interventions, tokens-above-bound and divergence tables."""
+    esc = html.escape
+    T = len(result.tokens)
+    out: list[str] = []
     if result.interventions:
         out.append("<h2>Interventions</h2><table class=\"list\"><tr><th>token #</th><th>token</th><th>concept</th>"
                    "<th>toward</th><th>layer</th><th>score before</th><th>score after</th><th>strength</th></tr>")
@@ -155,8 +178,7 @@ def render_html(result: MonitorResult, tokens_per_row: int = 48) -> str:
                            f"<td>{s['score']:.2f}</td><td>{esc(s['internal_concept'])}</td>"
                            f"<td>{esc(s['text_concept'])}</td></tr>")
             out.append("</table>")
-    out.append("</body></html>")
-    return "\n".join(out)
+    return out
 
 
 def render_png(result: MonitorResult, path: str | os.PathLike, max_width_in: float = 40.0, dpi: int = 110) -> Path:
