@@ -305,17 +305,7 @@ def train_lenses(
     trainer = _Trainer(X, cfg)
     splits = dataset.splits
     C, L = len(splits), len(layers)
-    owner_of: dict[int, int] = {}
-    for ci, s in enumerate(splits):
-        for r in s.train_pos:
-            owner_of.setdefault(r, ci)
-    sets = _Sets(
-        val=_eval_set([s.val_pos for s in splits], [s.val_neg for s in splits]),
-        test=_eval_set([s.test_pos for s in splits], [s.test_neg for s in splits]),
-        has_val=torch.tensor([bool(s.val_pos) for s in splits]),
-        owner_rows=torch.tensor(sorted(owner_of), dtype=torch.long),
-        owner_of=torch.tensor([owner_of[r] for r in sorted(owner_of)], dtype=torch.long),
-    )
+    sets = _sets_of(splits)
     bands = [layer_band(l, n_model_layers) for l in layers]
 
     def report(stage: str, lo: float, hi: float) -> Callable[[str, float], None]:
@@ -330,14 +320,7 @@ def train_lenses(
     else:
         scout, score = None, torch.zeros(1, C)
     pooled = cfg.layer_choice == "pooled"
-    pick_score = _pooled(score, sets.has_val) if pooled else score
-    choice: dict[int, dict[str, int]] = {}
-    for c in range(C):
-        best: dict[str, int] = {}
-        for li, band in enumerate(bands):
-            if band not in best or pick_score[li, c] <= pick_score[best[band], c]:  # ties: the deeper layer
-                best[band] = li
-        choice[c] = best
+    choice = _best_layer_per_band(_pooled(score, sets.has_val) if pooled else score, bands)
     # 2. the configured probes at the chosen layers (the scout already is that when the kind is linear)
     pairs = sorted({(c, li) for c, best in choice.items() for li in best.values()}, key=lambda p: (p[1], p[0]))
     if cfg.probe == "linear" and scout is not None:
@@ -355,6 +338,49 @@ def train_lenses(
     if pooled:
         val_f1, val_loss = -_pooled(-val_f1, sets.has_val), _pooled(val_loss, sets.has_val)
     refitted = _refit(trainer, pairs, pick, run, splits, sets, cfg, report("refitting", 0.85, 0.95)) if cfg.refit else {}
+    kept, metrics = _keep(choice, pick, run, refitted, val_f1, val_loss, layers, bands, splits, sets)
+    if progress:
+        progress("measuring held-out F1 and calibration", 0.95)
+    _score_kept(trainer, kept, metrics, layers, dataset, sets.test, cfg)
+    scout_loss = ({layers[li]: {splits[c].term: round(float(score[li, c]), 4) for c in range(C)} for li in range(L)}
+                  if scout is not None else {})
+    return LensTrainingResult(
+        kind=cfg.probe, layers=layers, normalizers=normalizers,
+        probes={l: p for l, p in kept.items() if p}, metrics={l: m for l, m in metrics.items() if m},
+        scout_val_loss=scout_loss, seconds=time.perf_counter() - start,
+    )
+
+def _sets_of(splits: list) -> _Sets:
+    """Validation and test sets of every concept, and which concept owns each training positive."""
+    owner_of: dict[int, int] = {}
+    for ci, s in enumerate(splits):
+        for r in s.train_pos:
+            owner_of.setdefault(r, ci)
+    return _Sets(
+        val=_eval_set([s.val_pos for s in splits], [s.val_neg for s in splits]),
+        test=_eval_set([s.test_pos for s in splits], [s.test_neg for s in splits]),
+        has_val=torch.tensor([bool(s.val_pos) for s in splits]),
+        owner_rows=torch.tensor(sorted(owner_of), dtype=torch.long),
+        owner_of=torch.tensor([owner_of[r] for r in sorted(owner_of)], dtype=torch.long),
+    )
+
+
+def _best_layer_per_band(score: torch.Tensor, bands: list[str]) -> dict[int, dict[str, int]]:
+    """``{concept: {band: layer index}}``: the lowest validation loss of ``score (L, C)`` in each band
+    (ties go to the deeper layer)."""
+    choice: dict[int, dict[str, int]] = {}
+    for c in range(score.shape[1]):
+        best: dict[str, int] = {}
+        for li, band in enumerate(bands):
+            if band not in best or score[li, c] <= score[best[band], c]:
+                best[band] = li
+        choice[c] = best
+    return choice
+
+
+def _keep(choice, pick, run, refitted, val_f1, val_loss, layers, bands, splits, sets):
+    """The kept probe weights ``{layer: {term: state}}`` and their metrics; each concept's primary layer is
+    its best pooled validation F1 (then loss, then depth)."""
     kept: dict[int, dict[str, dict[str, torch.Tensor]]] = {l: {} for l in layers}
     metrics: dict[int, dict[str, ProbeMetrics]] = {l: {} for l in layers}
     for c, best in choice.items():
@@ -372,16 +398,7 @@ def train_lenses(
                 graduated=bool(run.graduated[i]), rounds=int(run.rounds[i]), primary=li == primary,
             )
             kept[layers[li]][term] = refitted.get((c, li), run.exported[i])
-    if progress:
-        progress("measuring held-out F1 and calibration", 0.95)
-    _score_kept(trainer, kept, metrics, layers, dataset, sets.test, cfg)
-    scout_loss = ({layers[li]: {splits[c].term: round(float(score[li, c]), 4) for c in range(C)} for li in range(L)}
-                  if scout is not None else {})
-    return LensTrainingResult(
-        kind=cfg.probe, layers=layers, normalizers=normalizers,
-        probes={l: p for l, p in kept.items() if p}, metrics={l: m for l, m in metrics.items() if m},
-        scout_val_loss=scout_loss, seconds=time.perf_counter() - start,
-    )
+    return kept, metrics
 
 
 def _pooled(score: torch.Tensor, has_val: torch.Tensor) -> torch.Tensor:
