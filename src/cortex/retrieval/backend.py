@@ -5,7 +5,9 @@ An index keeps chunk texts and metadata itself and hands only ``(id, vector)`` p
 ``ann_threshold`` vectors, an IVF above it. A server vector database plugs in by registering a
 factory under a name (:func:`register_backend`) and is chosen by that name when an index is
 created (``cortex.retrieval.chroma`` registers ``chroma``); its :meth:`~VectorBackend.commit`
-makes writes durable on the server.
+makes writes durable on the server. A backend whose writes outlive the writing process (a server)
+may also offer ``held(ids) -> {id: vector}`` for uncommitted ids it still holds, so an interrupted
+index update resumes without embedding them again.
 """
 
 from __future__ import annotations

@@ -105,7 +105,10 @@ class _Server:
                     "Rebuild the index there with: cortex rag index PATH --backend chroma --url "
                     f"{self.config.url} --rebuild"
                 ) from e
-            except (httpx.TransportError, ValueError, ConnectionError) as e:  # ValueError: client could not connect
+            except (httpx.TransportError, ValueError, ConnectionError) as e:
+                if isinstance(e, ValueError) and "connect" not in str(e).lower():
+                    # a real bad value, not chromadb's "Could not connect to a Chroma server"
+                    raise RetrievalError(f"The Chroma client rejected the request to {what}: {e}") from e
                 last = e
                 self._collection = None  # reconnect: the server may have restarted
                 if attempt + 1 < self.config.retries:
