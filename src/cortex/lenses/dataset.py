@@ -104,6 +104,35 @@ def _split_hints(items: list[str], cfg: DatasetConfig, rng: random.Random) -> tu
     return test, rest[:n_val], rest[n_val:]
 
 
+def _hold_out(examples: dict, cfg: DatasetConfig) -> tuple[dict[str, dict[str, list[str]]], set[str]]:
+    """Each concept's hand-written positives and negatives split into test / validation / train, and the
+    set of every held-out sentence (never used for training by any concept)."""
+    held: dict[str, dict[str, list[str]]] = {}
+    heldout_texts: set[str] = set()
+    for t, ex in examples.items():
+        rng = _rng(cfg.seed, t)
+        p_test, p_val, p_train = _split_hints(ex.by_source("hint"), cfg, rng)
+        n_test, n_val, n_train = _split_hints(ex.negatives, cfg, rng)
+        held[t] = {"p_test": p_test, "p_val": p_val, "p_train": p_train,
+                   "n_test": n_test, "n_val": n_val, "n_train": n_train}
+        heldout_texts.update(p_test + p_val + n_test + n_val)
+    return held, heldout_texts
+
+
+def _background(pack: ConceptPack, chosen: set[str], cfg: DatasetConfig,
+                heldout_texts: set[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """Definitions of pack concepts outside the selection: half become ``(owner, sentence)`` negatives,
+    half calibration sentences."""
+    others = sorted(c.term for c in pack if c.term not in chosen and c.definition.strip())
+    if len(others) < 2 * cfg.background:
+        others += sorted(chosen)
+    bg_rng = _rng(cfg.seed, "background")
+    bg_terms = bg_rng.sample(others, min(len(others), 2 * cfg.background))
+    bg_sentences = [(c, definition_sentences(pack.get(c))[0]) for c in bg_terms if definition_sentences(pack.get(c))]
+    bg_train = [(c, s) for c, s in bg_sentences[: len(bg_sentences) // 2] if s not in heldout_texts]
+    return bg_train, [s for _, s in bg_sentences[len(bg_sentences) // 2:]]
+
+
 def build_dataset(
     pack: ConceptPack, terms: list[str], cfg: DatasetConfig, wordnet: WordNet | None = None
 ) -> LensDataset:
@@ -118,16 +147,7 @@ def build_dataset(
 
     examples = {t: concept_examples(pack.get(t), definitions=cfg.definitions, templates=cfg.templates,
                                     wordnet=wordnet if cfg.wordnet else None) for t in terms}
-    held: dict[str, dict[str, list[str]]] = {}
-    heldout_texts: set[str] = set()
-    for t in terms:
-        rng = _rng(cfg.seed, t)
-        ex = examples[t]
-        p_test, p_val, p_train = _split_hints(ex.by_source("hint"), cfg, rng)
-        n_test, n_val, n_train = _split_hints(ex.negatives, cfg, rng)
-        held[t] = {"p_test": p_test, "p_val": p_val, "p_train": p_train,
-                   "n_test": n_test, "n_val": n_val, "n_train": n_train}
-        heldout_texts.update(p_test + p_val + n_test + n_val)
+    held, heldout_texts = _hold_out(examples, cfg)
 
     def usable(items: list[str]) -> list[str]:
         return [s for s in items if s not in heldout_texts]
@@ -137,15 +157,8 @@ def build_dataset(
         generated = [s for s, src in zip(examples[t].positives, examples[t].positive_sources) if src != "hint"]
         train_pos[t] = usable(list(dict.fromkeys(held[t]["p_train"] + generated)))
     chosen = set(terms)
-    # background: definitions of pack concepts outside the selection; half for negatives, half calibration
-    others = sorted(c.term for c in pack if c.term not in chosen and c.definition.strip())
-    if len(others) < 2 * cfg.background:
-        others += sorted(chosen)
-    bg_rng = _rng(cfg.seed, "background")
-    bg_terms = bg_rng.sample(others, min(len(others), 2 * cfg.background))
-    bg_sentences = [(c, definition_sentences(pack.get(c))[0]) for c in bg_terms if definition_sentences(pack.get(c))]
-    bg_train = [(c, s) for c, s in bg_sentences[: len(bg_sentences) // 2] if s not in heldout_texts]
-    calibration = [ix(s) for _, s in bg_sentences[len(bg_sentences) // 2:]]
+    bg_train, bg_calibration = _background(pack, chosen, cfg, heldout_texts)
+    calibration = [ix(s) for s in bg_calibration]
     neutral = [s for s in NEUTRAL_SENTENCES if s not in heldout_texts]
     calibration += [ix(s) for s in neutral[len(neutral) // 2:]]
     distant_pool = [(t, s) for t in terms for s in train_pos[t]] + bg_train
