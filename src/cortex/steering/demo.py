@@ -297,20 +297,7 @@ def build_demo(settings: DemoSettings | None = None, registry: Any = None,
     """Build (or rebuild) the demo model, concept pack and lens pack in ``registry`` (see the module docstring)."""
     from cortex.hub.loading import load_model
     from cortex.hub.registry import Registry
-    from cortex.models.selection import ModelSelection, build_model
-    from cortex.lenses.concepts import Concept, ConceptPack, write_concept_pack
-    from cortex.lenses.lens_pack import (
-        FORMAT,
-        FORMAT_VERSION,
-        LayerProbes,
-        LensPack,
-        model_identity,
-        register_lens_pack,
-    )
-    from cortex.lenses.probes import LinearProbe
-    from cortex.steering.vectors import VectorSet, attach_vectors, mean_difference
-    from cortex.training.finetune import finetune
-    from cortex.training.settings import FinetuneSettings
+    from cortex.steering.vectors import attach_vectors
 
     s = settings or DemoSettings()
     reg = registry or Registry()
@@ -320,6 +307,36 @@ def build_demo(settings: DemoSettings | None = None, registry: Any = None,
 
     say("collecting python and prose documents")
     train, heldout = demo_corpus(s)
+    entry = _train_demo_model(s, reg, train, say)
+    say("registering the concept pack")
+    cpack_name = _register_kinds_pack(s, reg, heldout)
+    say("reading token states and training the kind probes")
+    loaded = load_model(entry.name, registry=reg)
+    layers = list(range(len(loaded.layers())))
+    doc_states = {k: token_states(loaded, train[k][:s.probe_docs], s.probe_chars, layers) for k in KINDS}
+    held_doc_states = {k: token_states(loaded, heldout[k], s.probe_chars, layers) for k in KINDS}
+    per_layer, f1 = _kind_probes(s, layers, _stacked(s, layers, doc_states), _stacked(s, layers, held_doc_states))
+    primary = {k: max(layers, key=lambda l: (f1[k][l], l)) for k in KINDS}  # ties: the deeper layer, as in lens training
+    pack_entry = _register_demo_lens_pack(s, reg, loaded, cpack_name, layers, per_layer, f1, primary)
+    say("extracting concept vectors")
+    attach_vectors(pack_entry.name, _kind_vectors(s, layers, doc_states), registry=reg)
+
+    final_loss = entry.extra["finetune"]["final_loss"]
+    return DemoArtifacts(
+        model=entry.name, lens_pack=pack_entry.name, concept_pack=cpack_name, heldout=heldout, train=train,
+        metrics={"final_loss": round(final_loss, 4), "first_loss": round(entry.extra["finetune"]["first_loss"], 4),
+                 "primary": primary, "heldout_token_f1": {k: f1[k][primary[k]] for k in KINDS},
+                 "docs": {k: len(train[k]) + len(heldout[k]) for k in KINDS},
+                 "seconds": round(time.perf_counter() - t0, 2),
+                 "settings": asdict(s)},
+    )
+
+
+def _train_demo_model(s: DemoSettings, reg: Any, train: dict[str, list[str]], say: Callable[[str], None]) -> Any:
+    """Stage 1: a fresh char LM registered as ``{name}-base``, fine-tuned on both kinds into ``name``."""
+    from cortex.models.selection import ModelSelection, build_model
+    from cortex.training.finetune import finetune
+    from cortex.training.settings import FinetuneSettings
 
     say("creating the base char LM")
     model, tok, family = build_model(ModelSelection(char_lm={
@@ -341,11 +358,15 @@ def build_demo(settings: DemoSettings | None = None, registry: Any = None,
         data.write_text("\n".join(json.dumps(d) for d in docs) + "\n", encoding="utf-8")
         if reg.exists(s.name):
             reg.remove(s.name, force=True)
-        entry = finetune(base, data, name=s.name, registry=reg, settings=FinetuneSettings(
+        return finetune(base, data, name=s.name, registry=reg, settings=FinetuneSettings(
             max_steps=s.steps, lr=s.lr, batch_size=s.batch_size, block_size=s.block_size,
             save_every=max(s.steps, 1), seed=s.seed, warmup_steps=min(20, s.steps // 10)))
 
-    say("registering the concept pack")
+
+def _register_kinds_pack(s: DemoSettings, reg: Any, heldout: dict[str, list[str]]) -> str:
+    """Stage 2: the two-concept pack (python, prose), each the other's opposite; returns its name."""
+    from cortex.lenses.concepts import Concept, ConceptPack, write_concept_pack
+
     cpack_name = f"{s.name}-kinds"
     cpack = ConceptPack(name=cpack_name, version="1", description="Kinds of text for the steering demo",
                         source="cortex.steering.demo", license="PSF-2.0")
@@ -359,24 +380,26 @@ def build_demo(settings: DemoSettings | None = None, registry: Any = None,
         write_concept_pack(cpack, tmp)
         reg.register(tmp, name=cpack_name, kind="concept_pack", source="custom", on_conflict="replace",
                      revision="1", extra={"pack_name": cpack_name, "pack_version": "1", "n_concepts": 2})
+    return cpack_name
 
-    say("reading token states and training the kind probes")
-    loaded = load_model(entry.name, registry=reg)
-    layers = list(range(len(loaded.layers())))
-    doc_states = {k: token_states(loaded, train[k][:s.probe_docs], s.probe_chars, layers) for k in KINDS}
-    held_doc_states = {k: token_states(loaded, heldout[k], s.probe_chars, layers) for k in KINDS}
 
-    def stacked(per_kind: dict[str, list[dict[int, torch.Tensor]]]) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
-        """Labelled token states ``{layer: (N, d)}`` and labels ``(N,)`` (1 = python)."""
-        x = {l: torch.cat([st[l][s.warmup:] for k in KINDS for st in per_kind[k]]) for l in layers}
-        y = torch.cat([torch.full((max(0, st[layers[0]].shape[0] - s.warmup),), float(k == "python"))
-                       for k in KINDS for st in per_kind[k]])
-        return x, y
+def _stacked(s: DemoSettings, layers: list[int],
+             per_kind: dict[str, list[dict[int, torch.Tensor]]]) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """Labelled token states ``{layer: (N, d)}`` and labels ``(N,)`` (1 = python), past each document's warm-up."""
+    x = {l: torch.cat([st[l][s.warmup:] for k in KINDS for st in per_kind[k]]) for l in layers}
+    y = torch.cat([torch.full((max(0, st[layers[0]].shape[0] - s.warmup),), float(k == "python"))
+                   for k in KINDS for st in per_kind[k]])
+    return x, y
 
-    states, labels = stacked(doc_states)
-    held_states, held_labels = stacked(held_doc_states)
-    y, y_held = labels, held_labels
-    per_layer: dict[int, LayerProbes] = {}
+
+def _kind_probes(s: DemoSettings, layers: list[int], train: tuple, held: tuple) -> tuple[dict, dict]:
+    """Stage 3: one linear probe per kind and layer on the training documents' token states, scored by
+    token F1 on the held-out documents. Returns ``{layer: LayerProbes}`` and ``{kind: {layer: F1}}``."""
+    from cortex.lenses.lens_pack import LayerProbes
+    from cortex.lenses.probes import LinearProbe, stack_tensors
+
+    (states, y), (held_states, y_held) = train, held
+    per_layer: dict[int, Any] = {}
     f1: dict[str, dict[int, float]] = {k: {} for k in KINDS}
     for l in layers:
         x, xh = states[l], held_states[l]
@@ -394,13 +417,17 @@ def build_demo(settings: DemoSettings | None = None, registry: Any = None,
             truth = (y_held if k == "python" else 1 - y_held) > 0.5
             f1[k][l] = round(_f1(pred, truth), 4)
             probes.append(probe.to_tensors())
-        from cortex.lenses.probes import stack_tensors
-
         per_layer[l] = LayerProbes(layer=l, kind="linear", order=list(KINDS), tensors=stack_tensors(probes),
                                    input_mean=mean, input_std=std,
                                    results={k: {"heldout_token_f1": f1[k][l]} for k in KINDS})
-    # ties go to the deeper layer, as in lens training
-    primary = {k: max(layers, key=lambda l: (f1[k][l], l)) for k in KINDS}
+    return per_layer, f1
+
+
+def _register_demo_lens_pack(s: DemoSettings, reg: Any, loaded: Any, cpack_name: str, layers: list[int],
+                             per_layer: dict, f1: dict, primary: dict[str, int]) -> Any:
+    """Stage 4: the lens pack of the kind probes, each kind's primary layer marked."""
+    from cortex.lenses.lens_pack import FORMAT, FORMAT_VERSION, LensPack, model_identity, register_lens_pack
+
     for k, l in primary.items():
         per_layer[l].results[k]["primary"] = True
     name, revision = model_identity(loaded)
@@ -412,25 +439,19 @@ def build_demo(settings: DemoSettings | None = None, registry: Any = None,
         "training": {"source": "cortex.steering.demo", "labels": "per-token kind", "steps": s.probe_steps,
                      "heldout_token_f1": {k: {str(l): v for l, v in f1[k].items()} for k in KINDS}},
     }
-    pack_entry = register_lens_pack(LensPack(info, per_layer), name=f"lens-{s.name}", registry=reg,
-                                    extra={"demo": "steering"})
+    return register_lens_pack(LensPack(info, per_layer), name=f"lens-{s.name}", registry=reg,
+                              extra={"demo": "steering"})
 
-    say("extracting concept vectors")
+
+def _kind_vectors(s: DemoSettings, layers: list[int], doc_states: dict) -> Any:
+    """Stage 5: concept vectors per kind and layer, the mean difference of document-level activations
+    (the mean over each training document's labelled positions)."""
+    from cortex.steering.vectors import VectorSet, mean_difference
+
     vs = VectorSet(opposites={k: [o for o in KINDS if o != k] for k in KINDS})
-    # document-level activations: the mean over each training document's labelled positions
     pooled = {k: {l: torch.stack([st[l][s.warmup:].mean(0) for st in doc_states[k]]) for l in layers} for k in KINDS}
     for l in layers:
         for k in KINDS:
             other = [o for o in KINDS if o != k][0]
             vs.add(mean_difference(k, l, pooled[k][l], pooled[other][l], paired=False))
-    attach_vectors(pack_entry.name, vs, registry=reg)
-
-    final_loss = entry.extra["finetune"]["final_loss"]
-    return DemoArtifacts(
-        model=entry.name, lens_pack=pack_entry.name, concept_pack=cpack_name, heldout=heldout, train=train,
-        metrics={"final_loss": round(final_loss, 4), "first_loss": round(entry.extra["finetune"]["first_loss"], 4),
-                 "primary": primary, "heldout_token_f1": {k: f1[k][primary[k]] for k in KINDS},
-                 "docs": {k: len(train[k]) + len(heldout[k]) for k in KINDS},
-                 "seconds": round(time.perf_counter() - t0, 2),
-                 "settings": asdict(s)},
-    )
+    return vs
