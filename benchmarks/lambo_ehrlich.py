@@ -165,11 +165,34 @@ def summarize(black_box: BlackBox, budget: int) -> dict:
     }
 
 
+GA_GRID = [(16, 1.0), (16, 1.5), (32, 1.0), (32, 1.5), (64, 1.0), (64, 1.5)]  # (population_size, mutation_rate)
+
+
+def ga_grid(variants: list[str], first_seed: int, seeds: int, budget: int) -> None:
+    """The GA tuning grid behind ``GA_SETTINGS``: mean best at 1,024 / 2,048 / budget per setting and variant."""
+    base = {k: v for k, v in GA_SETTINGS.items() if k not in ("population_size", "mutation_rate")}
+    for variant in variants:
+        for population, rate in GA_GRID:
+            bests = []
+            for seed in range(first_seed, first_seed + seeds):
+                problem = Ehrlich.from_variant(variant, random_seed=seed)
+                black_box = make_black_box(problem, budget)
+                config = GeneticConfig(population_size=population, mutation_rate=rate, **base)
+                GeneticAlgorithm(config).run(black_box, initial_designs(problem, seed), seed=seed, method="ga")
+                curve = black_box.best_so_far()
+                bests.append([float(curve[min(c, len(curve)) - 1]) for c in (1024, 2048, budget)])
+            means = torch.tensor(bests).mean(0).tolist()
+            print(json.dumps({"variant": variant, "population_size": population, "mutation_rate": rate,
+                              "instances": [first_seed, first_seed + seeds - 1],
+                              "mean_best_at_1024_2048_budget": [round(v, 4) for v in means]}), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="32,32,4,4,4",
                         help="Ehrlich 'num_states,dim,num_motifs,motif_length,quantization'")
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (S..S+N-1, S = --first-seed)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="number of seeds (S..S+N-1, S = --first-seed); default 3, 5 with --ga-grid")
     parser.add_argument("--first-seed", type=int, default=0, help="first seed S (e.g. 100 for held-out instances)")
     parser.add_argument("--budget", type=int, default=4096, help="black-box evaluations per run (up to 16384)")
     parser.add_argument("--methods", default="ga,random", help=f"comma-separated, from: {', '.join(METHODS)}")
@@ -177,7 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", type=parse_override, default=[],
                         metavar="SECTION.FIELD=VALUE",
                         help="override a LaMBO-2 job setting (sections: tree, lambo, surrogate, loop), repeatable")
+    parser.add_argument("--ga-grid", action="store_true",
+                        help="print the GA tuning grid instead (instances 200-204 unless --first-seed is given)")
     args = parser.parse_args(argv)
+    if args.ga_grid:
+        torch.set_num_threads(1)
+        first = 200 if args.first_seed == 0 else args.first_seed
+        ga_grid(["32,32,4,4,4", "32,128,4,4,4"], first, args.seeds or 5, args.budget)
+        return 0
+    args.seeds = args.seeds or 3
     for section, name, value in args.overrides:
         if section not in ("tree", "lambo", "surrogate", "loop"):
             parser.error(f"--set {section}.{name}: section must be one of tree, lambo, surrogate, loop")

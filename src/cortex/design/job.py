@@ -36,7 +36,7 @@ from cortex.errors import ConfigError, DesignError
 
 # The one GA setting of `cortex design`, quickstart and benchmarks/lambo_ehrlich.py. Tuned once for the GA's
 # own sake on Ehrlich instances 200-204 (never reported), both variants, 4,096 evaluations
-# (`python benchmarks/lambo_ehrlich.py --ga-grid`): population 16 / mutation rate 1.0 had the best mean best
+# (`python benchmarks/lambo_ehrlich.py --ga-grid`, 5 instances): population 16 / mutation rate 1.0 had the best mean best
 # over the 1,024 / 2,048 / 4,096 checkpoints of both variants (0.312; population 32 / rate 1.5, used by
 # `cortex design` before: 0.293; population 16 / rate 1.5, used by the benchmark before: 0.287).
 GA_SETTINGS = {"population_size": 16, "survival_quantile": 0.25, "mutation_rate": 1.0, "crossover_prob": 0.2}
