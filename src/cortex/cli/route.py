@@ -7,7 +7,6 @@ CI build"`` runs the ``decide`` command, while ``cortex route train ...`` runs `
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import typer
@@ -38,32 +37,6 @@ DEFAULT_FAMILY = "router"
 
 def _champion(router: str | None, family: str) -> str:
     return router or f"{family}:champion"
-
-
-def _masters(path: str | None, frame=None):
-    from cortex.routing.masters import Master, load_masters
-
-    if path is not None:
-        return load_masters(path)
-    names = sorted(set(frame["label"]) | set(frame["outcome_master"]))
-    return [Master(n) for n in names]
-
-
-def _load(data: str, *, text_field, label_field, success_field, id_field, minutes_field, tokens_field,
-          time_field, metrics, masters, skip_bad):
-    from cortex.routing.data import load_any
-
-    report = load_any(
-        data, text_field=text_field, label_field=label_field, success_field=success_field,
-        id_field=id_field or "auto", minutes_field=minutes_field, tokens_field=tokens_field, time_field=time_field,
-        masters=masters, metrics_path=metrics,
-    )
-    for p in report.problems[:20] if skip_bad else []:
-        err.print(f"[yellow]skipped[/] {p}")
-    if skip_bad and len(report.problems) > 20:
-        err.print(f"[yellow]skipped[/] ... and {len(report.problems) - 20} more bad lines")
-    report.raise_if_bad(allow_bad=skip_bad)
-    return report
 
 
 # options shared by commands that read a data file
@@ -109,54 +82,60 @@ def decide_cmd(
     typer.echo(json.dumps(r.route(text, ctx).to_dict()))
 
 
+def _given(**values):
+    """The options the user typed (``None`` = not given): defaults live in the settings dataclasses."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _fields(text_field, label_field, success_field, id_field, minutes_field, tokens_field, time_field, metrics,
+            skip_bad, topic_field=None):
+    from cortex.routing.workflow import DataFields
+
+    return DataFields(text=text_field, label=label_field, success=success_field, id=id_field, minutes=minutes_field,
+                      tokens=tokens_field, time=time_field, topic=topic_field, metrics=metrics, skip_bad=skip_bad)
+
+
+def _print_skipped(problems: list[str]) -> None:
+    for p in problems[:20]:
+        err.print(f"[yellow]skipped[/] {p}")
+    if len(problems) > 20:
+        err.print(f"[yellow]skipped[/] ... and {len(problems) - 20} more bad lines")
+
+
 @route_app.command("train")
 def train_cmd(
     data: str = _DATA, text_field: str = _TEXT, label_field: str = _LABEL, success_field: str = _SUCCESS,
     id_field: str = _ID, minutes_field: str = _MINUTES, tokens_field: str = _TOKENS, time_field: str = _TIME,
     metrics: str = _METRICS, skip_bad: bool = _SKIP,
+    topic_field: str = typer.Option(None, "--topic-field", help="Field holding a finer label owned by one master (e.g. subject); the router learns it and sums it per master."),
     masters: str = typer.Option(None, "--masters", help="Masters YAML with descriptions (default: the labels seen)."),
     rules: str = typer.Option(None, "--rules", help="Fallback rules YAML stored with the router."),
     name: str = typer.Option(None, "--name", help="Registry name (default: <family>-<timestamp>)."),
-    family: str = typer.Option(DEFAULT_FAMILY, "--family", help="Router family (aliases <family>:champion...)."),
+    family: str = typer.Option(None, "--family", help="Router family (aliases <family>:champion...; default router)."),
     text_encoder: str = typer.Option(None, "--text-encoder", help="Registry name or folder of the text encoder (default: packaged MiniLM)."),
     champion: bool = typer.Option(None, "--champion/--no-champion", help="Make it the champion (default: only if the family has none)."),
-    threshold: float = typer.Option(0.4, "--threshold", help="Confidence below which the rules decide."),
-    knn_weight: str = typer.Option("auto", "--knn-weight", help="Weight of the kNN vote blended into the model's probabilities, or 'auto' (most accurate on the validation split)."),
-    epochs: int = typer.Option(200, "--epochs", help="Most epochs (early stopping usually ends sooner)."),
-    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share held out for early stopping and calibration."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the split, initialization and batch order."),
-    ensemble: int = typer.Option(1, "--ensemble", help="Ensemble members per leaf."),
+    threshold: float = typer.Option(None, "--threshold", help="Confidence below which the rules decide (default 0.4)."),
+    knn_weight: str = typer.Option(None, "--knn-weight", help="Weight of the kNN vote blended into the model's probabilities, or 'auto' (default: most accurate on the validation split)."),
+    epochs: int = typer.Option(None, "--epochs", help="Most epochs (default 200; early stopping usually ends sooner)."),
+    val_fraction: float = typer.Option(None, "--val-fraction", help="Share held out for early stopping and calibration (default 0.1)."),
+    seed: int = typer.Option(None, "--seed", help="Seed of the split, initialization and batch order (default 0)."),
+    ensemble: int = typer.Option(None, "--ensemble", help="Ensemble members per leaf (default 1)."),
+    text_tokens: int = typer.Option(None, "--text-tokens", help="Tokens of each text the text encoder reads (default 48; the lexical root reads all)."),
 ) -> None:
     """Train a router on a labeled JSONL file or routing logs and register it."""
-    from datetime import datetime, timezone
-
-    from cortex.routing.loop import current, promote, register_router
-    from cortex.routing.masters import load_masters
-    from cortex.routing.policy import PolicyConfig
-    from cortex.routing.router import Router
-    from cortex.routing.rules import RuleSet
-    from cortex.routing.training import TrainConfig, train_router
-
-    from cortex.errors import InputError
-
-    if knn_weight != "auto":
-        try:
-            float(knn_weight)
-        except ValueError:
-            raise InputError(f"--knn-weight={knn_weight!r} must be a number in [0, 1] or 'auto'.") from None
-    # validate the policy before the expensive part
-    PolicyConfig(confidence_threshold=threshold, knn_weight=0.0 if knn_weight == "auto" else float(knn_weight))
-    ms = load_masters(masters) if masters else None
-    report = _load(data, text_field=text_field, label_field=label_field, success_field=success_field,
-                   id_field=id_field, minutes_field=minutes_field, tokens_field=tokens_field, time_field=time_field,
-                   metrics=metrics, masters=[m.name for m in ms] if ms else None, skip_bad=skip_bad)
-    frame = report.frame
-    ms = ms or _masters(None, frame)
-    rule_set = RuleSet.load(rules, [m.name for m in ms]) if rules else RuleSet()
-    err.print(f"read {report.summary()}")
-    cfg = TrainConfig(max_epochs=epochs, val_fraction=val_fraction, seed=seed)
     from rich.progress import Progress
 
+    from cortex.routing.policy import PolicyConfig
+    from cortex.routing.training import TrainConfig
+    from cortex.routing.workflow import RegisterSettings, train_and_register
+
+    settings = RegisterSettings(**_given(
+        family=family, name=name, champion=champion, knn_weight=knn_weight, masters=masters, rules=rules,
+        text_encoder=text_encoder, model=_given(ensemble_size=ensemble, max_text_tokens=text_tokens)))
+    train = TrainConfig(**_given(max_epochs=epochs, val_fraction=val_fraction, seed=seed))
+    policy = PolicyConfig(**_given(confidence_threshold=threshold))
+    fields = _fields(text_field, label_field, success_field, id_field, minutes_field, tokens_field, time_field,
+                     metrics, skip_bad, topic_field)
     with Progress(console=err, transient=True) as bar:
         tasks: dict[str, int] = {}
 
@@ -165,24 +144,13 @@ def train_cmd(
                 tasks[stage] = bar.add_task("embedding texts" if stage == "embed" else "training", total=total)
             bar.update(tasks[stage], completed=done)
 
-        result = train_router(frame, ms, text_source=text_encoder, model_kwargs={"ensemble_size": ensemble},
-                              train=cfg, progress=progress)
-    auto = knn_weight == "auto"
-    policy = PolicyConfig(confidence_threshold=threshold, knn_weight=result.knn_weight if auto else float(knn_weight))
-    router = Router(result.model, policy, rule_set, result.knn, meta={"knn_weight_from_validation": auto})
-    reg = registry()
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    entry = register_router(router, name=name or f"{family}-{stamp}", family=family, registry=reg, train_frame=frame,
-                            extra={"validation": result.validation, "train": cfg.to_dict(), "data": os.path.abspath(data)})
-    made_champion = champion if champion is not None else current(reg, family, "champion") is None
-    if made_champion:
-        promote(reg, family, entry.name)
-    v = result.validation
-    err.print(f"[green]registered[/] {entry.name} (kind router{', champion of ' + family if made_champion else ''}); "
+        out = train_and_register(data, fields, settings, train, policy, registry=registry(), progress=progress)
+    _print_skipped(out.pop("problems"))
+    v = out["validation"]
+    err.print(f"[green]registered[/] {out['router']} (kind router{', champion of ' + out['family'] if out['champion'] else ''}); "
               f"validation accuracy {v['accuracy']:.3f}, ECE {v['ece_before']:.3f} → {v['ece_after']:.3f} "
               f"after temperature {v['temperature_master']:.2f}; best epoch {v['best_epoch']}/{v['epochs']}")
-    typer.echo(json.dumps({"router": entry.name, "champion": made_champion, "family": family, **report.summary(),
-                           "validation": v}))
+    typer.echo(json.dumps(out))
 
 
 @route_app.command("eval")
@@ -197,22 +165,20 @@ def eval_cmd(
     threshold: float = typer.Option(None, "--threshold", help="Override the confidence threshold."),
     rules: str = typer.Option(None, "--rules", help="Rules YAML replacing the router's saved rules."),
     threads: int = typer.Option(1, "--threads", help="torch threads for the timed decisions (1, as served)."),
+    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also score a kNN-10 MiniLM vote and TF-IDF + logistic regression fitted on the router's training set."),
 ) -> None:
-    """Score a router on a labeled file; prints one JSON line (n, accuracy, macro_f1, ece, ...)."""
+    """Score a router on a labeled file; prints one JSON line (n, accuracy, macro_f1, ece, ..., baselines)."""
     import torch
 
-    from cortex.routing.evaluation import evaluate_router
-    from cortex.routing.router import Router
+    from cortex.routing.workflow import evaluate_registered
 
     torch.set_num_threads(threads)
-
-    policy = {"confidence_threshold": threshold} if threshold is not None else None
-    r = Router.load(_champion(router, family), registry=registry(), policy=policy, rules=rules, quantize=quantize)
-    report = _load(data, text_field=text_field, label_field=label_field, success_field=success_field,
-                   id_field=id_field, minutes_field=minutes_field, tokens_field=tokens_field, time_field=time_field,
-                   metrics=metrics, masters=r.masters, skip_bad=skip_bad)
-    rep = evaluate_router(r, report.frame, latency_n=latency_samples)
-    typer.echo(json.dumps({"router": r.name, **rep.to_dict()}))
+    fields = _fields(text_field, label_field, success_field, id_field, minutes_field, tokens_field, time_field,
+                     metrics, skip_bad)
+    out = evaluate_registered(data, fields, router=_champion(router, family), policy=_given(confidence_threshold=threshold),
+                              rules=rules, quantize=quantize, latency_n=latency_samples, baselines=baselines,
+                              registry=registry())
+    typer.echo(json.dumps(out))
 
 
 @route_app.command("serve")
@@ -234,7 +200,13 @@ def serve_cmd(
     """Serve the router over HTTP: POST /route, POST /feedback, GET /health, GET /metrics."""
     import torch
 
-    from cortex.routing.loop import FeedbackLog, JsonlLog, ShadowRouter, current, family_dir
+    from cortex.routing.loop import (
+        FeedbackLog,
+        JsonlLog,
+        ShadowRouter,
+        current,
+        family_dir,
+    )
     from cortex.routing.router import Router
     from cortex.routing.service import create_app, serve
 
@@ -339,9 +311,10 @@ def retrain_cmd(
 
             raise DataError(f"{f!r} does not exist. Pass new records with --data, or collect feedback first "
                             f"(cortex route serve / cortex route feedback).")
-        frames.append(_load(f, text_field=text_field, label_field=label_field, success_field=success_field,
-                            id_field=id_field, minutes_field=minutes_field, tokens_field=tokens_field,
-                            time_field=time_field, metrics=metrics, masters=masters, skip_bad=skip_bad).frame)
+        report = _fields(text_field, label_field, success_field, id_field, minutes_field, tokens_field, time_field,
+                         metrics, skip_bad).load(f, masters)
+        _print_skipped([str(p) for p in report.problems])
+        frames.append(report.frame)
     rule = PromotionRule(primary=primary, margin=margin, ece_tolerance=ece_tolerance, auroc_tolerance=auroc_tolerance,
                          mae_tolerance=mae_tolerance)
     rep = retrain(concat_frames(frames), family=family, registry=reg, rule=rule, window_fraction=window,
@@ -384,9 +357,9 @@ def ingest_cmd(
     from cortex.routing.masters import load_masters
 
     names = [m.name for m in load_masters(masters)] if masters else None
-    report = _load(logs, text_field=text_field, label_field=label_field, success_field=success_field, id_field=id_field,
-                   minutes_field=minutes_field, tokens_field=tokens_field, time_field=time_field, metrics=metrics,
-                   masters=names, skip_bad=skip_bad)
+    report = _fields(text_field, label_field, success_field, id_field, minutes_field, tokens_field, time_field, metrics,
+                     skip_bad).load(logs, names)
+    _print_skipped([str(p) for p in report.problems])
     path = write_parquet(report.frame, out)
     typer.echo(json.dumps({"out": str(path), **report.summary()}))
 

@@ -5,6 +5,7 @@ FastAPI service.
 
 Main entry points::
 
+    from cortex.routing import train_and_register, evaluate_registered   # what `cortex route train/eval` do
     from cortex.routing import Router, train_router, evaluate_router
     report = ingest_labeled("train.jsonl", text_field="prompt", label_field="master")
     result = train_router(report.frame, masters)
@@ -13,8 +14,8 @@ Main entry points::
 
 Modules: :mod:`.data` (ingestion, validation, parquet), :mod:`.masters`, :mod:`.rules`,
 :mod:`.context` (numeric context root), :mod:`.model` (RouterConfig/RouterModel on the NeuralTree),
-:mod:`.embedding_cache`, :mod:`.features`, :mod:`.encoder` (the fast serving path of the text root), :mod:`.training`, :mod:`.calibration`, :mod:`.metrics`,
-:mod:`.knn`, :mod:`.policy`, :mod:`.router`, :mod:`.evaluation`, :mod:`.loop`, :mod:`.service`,
+:mod:`.lexical` (hashed n-gram root), :mod:`.embedding_cache`, :mod:`.features`, :mod:`.encoder` (the fast serving path of the text root), :mod:`.training`, :mod:`.calibration`, :mod:`.metrics`,
+:mod:`.knn`, :mod:`.policy`, :mod:`.router`, :mod:`.evaluation`, :mod:`.loop`, :mod:`.workflow`, :mod:`.service`,
 :mod:`.prometheus`.
 """
 
@@ -30,10 +31,11 @@ from cortex.routing.policy import Decision, PolicyConfig
 from cortex.routing.router import Router
 from cortex.routing.rules import RuleSet
 from cortex.routing.training import TrainConfig, TrainResult, train_router
+from cortex.routing.workflow import DataFields, RegisterSettings, evaluate_registered, train_and_register
 
 __all__ = [
-    "Decision", "EvalReport", "IngestReport", "KNNMemory", "Master", "PolicyConfig", "PromotionRule", "Router",
+    "DataFields", "Decision", "EvalReport", "IngestReport", "KNNMemory", "Master", "PolicyConfig", "PromotionRule", "RegisterSettings", "Router",
     "RouterConfig", "RouterModel", "RouterOutput", "RouterPredictions", "RuleSet", "ShadowRouter", "TextEncoder", "TrainConfig",
-    "TrainResult", "evaluate_router", "fit_temperature", "ingest_labeled", "ingest_logs", "load_masters", "promote",
-    "read_training_set", "register_router", "retrain", "rollback", "train_router", "write_parquet",
+    "TrainResult", "evaluate_registered", "evaluate_router", "fit_temperature", "ingest_labeled", "ingest_logs", "load_masters", "promote",
+    "read_training_set", "register_router", "retrain", "rollback", "train_and_register", "train_router", "write_parquet",
 ]

@@ -12,8 +12,18 @@ import pandas as pd
 from cortex.errors import DataError
 from cortex.routing.context import frame_context
 from cortex.routing.features import encode_texts, feature_cache, master_indices
-from cortex.routing.metrics import accuracy, auroc, expected_calibration_error, macro_f1, mean_absolute_error
+from cortex.routing.metrics import (
+    accuracy,
+    auroc,
+    expected_calibration_error,
+    macro_f1,
+    mean_absolute_error,
+)
+from cortex.routing.model import RouterConfig, RouterModel
 from cortex.routing.router import Router
+
+# the simple alternative a platform team would write: MiniLM at its full length, last layer, mean-pooled
+KNN_BASELINE = {"max_text_tokens": 256, "text_layers": [-1], "lexical_buckets": 0}
 
 
 @dataclass
@@ -125,3 +135,38 @@ def evaluate_router(
         p99_ms=float(np.percentile(lat, 99)) if len(lat) else math.nan,
         model_accuracy=accuracy(y, probs.argmax(1)), latency_n=len(lat), paths=paths,
     )
+
+
+def baseline_text_model(router: Router) -> RouterModel:
+    """An untrained router model whose text features are the kNN baseline's (same backbone as ``router``'s,
+    :data:`KNN_BASELINE` settings); its features go through the shared disk cache."""
+    cfg = router.model.config
+    base = RouterConfig(masters=cfg.masters, text_source=cfg.text_source, **KNN_BASELINE)
+    model = RouterModel(base)
+    model.tree.roots.load_state_dict(router.model.tree.roots.state_dict())
+    model.tree._tokenizers.update(router.model.tree._tokenizers)
+    return model.eval()
+
+
+def baseline_scores(router: Router, train: pd.DataFrame, test: pd.DataFrame, k: int = 10) -> dict[str, dict]:
+    """Macro-F1 and accuracy of a kNN-``k`` vote over MiniLM embeddings and of TF-IDF + logistic
+    regression, both fitted on ``train`` (e.g. the router's own training set) and scored on ``test``."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from cortex.routing.knn import KNNMemory
+
+    masters = router.masters
+    y_tr = master_indices(train["label"], masters, "label")
+    y_te = master_indices(test["label"], masters, "label")
+    model = baseline_text_model(router)
+    cache = feature_cache(model)
+    embed = (lambda frame: cache.features(frame["text"].astype(str).tolist(), lambda b: encode_texts(model, b)))
+    mem = KNNMemory(model.text_dim, len(masters), k=k, min_similarity=-1.0)
+    mem.add(embed(train), y_tr)
+    knn_pred = mem.vote(embed(test)).probs.argmax(1)
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
+    lr = LogisticRegression(C=10.0, max_iter=2000).fit(vec.fit_transform(train["text"].astype(str)), y_tr)
+    lr_pred = lr.predict(vec.transform(test["text"].astype(str)))
+    return {f"knn{k}_minilm": {"accuracy": accuracy(y_te, knn_pred), "macro_f1": macro_f1(y_te, knn_pred)},
+            "tfidf_lr": {"accuracy": accuracy(y_te, lr_pred), "macro_f1": macro_f1(y_te, lr_pred)}}

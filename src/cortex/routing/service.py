@@ -20,6 +20,7 @@ import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -168,6 +169,24 @@ class MicroBatcher:
                 b[3].set_result(r)
 
 
+@dataclass
+class _Service:
+    """What the endpoints share: the routers, the batcher, the metrics and the decision memory."""
+
+    shadow: ShadowRouter
+    batcher: MicroBatcher
+    metrics: MetricsRegistry
+    recent: OrderedDict[str, dict[str, Any]]  # task_id → what feedback needs to rebuild the log line
+    feedback_log: FeedbackLog | None
+    max_text_chars: int
+    memory_size: int
+    started: float
+
+    @property
+    def champion(self) -> Router:
+        return self.shadow.champion
+
+
 def create_app(
     router: Router | ShadowRouter, *, feedback_log: FeedbackLog | None = None, max_text_chars: int = 20_000,
     max_body_bytes: int = 256 * 1024, memory_size: int = 100_000, metrics: MetricsRegistry | None = None,
@@ -178,14 +197,26 @@ def create_app(
     ``max_batch`` / ``max_wait_ms`` configure the :class:`MicroBatcher` (``max_batch=1``: no batching).
     """
     shadow = router if isinstance(router, ShadowRouter) else ShadowRouter(router)
-    batcher = MicroBatcher(shadow, max_batch, max_wait_ms)
-    champion = shadow.champion
-    metrics = metrics or MetricsRegistry()
-    recent: OrderedDict[str, dict[str, Any]] = OrderedDict()  # task_id → what feedback needs to rebuild the log line
+    svc = _Service(shadow, MicroBatcher(shadow, max_batch, max_wait_ms), metrics or MetricsRegistry(), OrderedDict(),
+                   feedback_log, max_text_chars, memory_size, time.time())
     app = FastAPI(title="cortex router", version="1")
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    app.state.metrics, app.state.router, app.state.recent = metrics, shadow, recent
-    started = time.time()
+    app.state.metrics, app.state.router, app.state.recent = svc.metrics, shadow, svc.recent
+    _add_route(app, svc)
+    _add_feedback(app, svc)
+    _add_status(app, svc)
+
+    @app.exception_handler(CortexError)
+    async def cortex_error(request: Request, exc: CortexError):
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    return app
+
+
+def _add_route(app: FastAPI, svc: _Service) -> None:
+    """``POST /route``: validate, decide in the micro-batcher (rules if anything fails), remember for feedback."""
+    batcher, champion, metrics, recent = svc.batcher, svc.champion, svc.metrics, svc.recent
+    max_text_chars, memory_size = svc.max_text_chars, svc.memory_size
 
     def _fallback(text: str, error: str):
         d = decide(champion.masters, None, text, champion.policy, champion.rules, error=error)
@@ -226,6 +257,11 @@ def create_app(
                              "confidence": chall.confidence}
         return JSONResponse(out)  # a plain dict of JSON types: skip FastAPI's response-model encoding
 
+
+def _add_feedback(app: FastAPI, svc: _Service) -> None:
+    """``POST /feedback``: join an outcome to its decision, append it to the log, grow the kNN memory."""
+    champion, metrics, recent, feedback_log = svc.champion, svc.metrics, svc.recent, svc.feedback_log
+
     @app.post("/feedback")
     def feedback(req: FeedbackRequest) -> dict[str, Any]:
         if feedback_log is None:
@@ -261,6 +297,11 @@ def create_app(
                 champion.knn.add(feats[None, :], [champion.masters.index(seen["routed_to"])])
         return {"status": "recorded", "task_id": req.task_id}
 
+
+def _add_status(app: FastAPI, svc: _Service) -> None:
+    """``GET /health`` and ``GET /metrics`` (Prometheus text)."""
+    shadow, champion, metrics, started = svc.shadow, svc.champion, svc.metrics, svc.started
+
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "router": champion.name, "masters": champion.masters,
@@ -271,12 +312,6 @@ def create_app(
     @app.get("/metrics", response_class=PlainTextResponse)
     def prometheus() -> PlainTextResponse:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
-
-    @app.exception_handler(CortexError)
-    async def cortex_error(request: Request, exc: CortexError):
-        return JSONResponse({"detail": str(exc)}, status_code=422)
-
-    return app
 
 
 def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:

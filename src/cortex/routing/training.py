@@ -55,6 +55,9 @@ class TrainConfig:
             is trained (and predicted) only with at least this many of its own. A Gaussian head fitted
             to one or two points collapses its variance, and its loss would swamp the others.
         lexical_lr_scale: learning rate of the lexical root's sparse bag table, as a multiple of ``lr``.
+        stop_on: what early stopping watches on the validation split: ``accuracy`` of the master
+            decision, the ``master`` loss, or the ``total`` loss. The loss rises (over-confidence) while
+            routing still improves; temperature scaling afterwards fixes the confidence.
 
     Defaults were chosen on a validation split carved from the training part of the shared data.
     """
@@ -74,6 +77,7 @@ class TrainConfig:
     min_outcome_records: int = 20
     min_outcome_per_master: int = 5
     lexical_lr_scale: float = 10.0
+    stop_on: str = "accuracy"
 
     def __post_init__(self) -> None:
         problems = []
@@ -95,6 +99,8 @@ class TrainConfig:
             problems.append(f"train.knn_min_similarity={self.knn_min_similarity!r} must be in [-1, 1]")
         if not self.knn_weights or any(not isinstance(w, (int, float)) or not 0.0 <= w <= 1.0 for w in self.knn_weights):
             problems.append(f"train.knn_weights={self.knn_weights!r} must be a non-empty list of numbers in [0, 1]")
+        if self.stop_on not in ("accuracy", "master", "total"):
+            problems.append(f"train.stop_on={self.stop_on!r} must be 'accuracy', 'master' or 'total'")
         if problems:
             raise ConfigError("; ".join(problems) + ".")
 
@@ -175,12 +181,18 @@ def _losses(model: RouterModel, out, fs: FeatureSet, device: str) -> dict[str, t
 
 @torch.no_grad()
 def _evaluate_loss(model: RouterModel, fs: FeatureSet, texts: list[str] | None, cfg: TrainConfig) -> tuple[float, Any]:
+    """Validation loss that early stopping watches (``cfg.stop_on``), and the outputs."""
     model.eval()
     outs, total, n = [], 0.0, 0
     for s in range(0, len(fs), 1024):
         part = fs.subset(np.arange(s, min(s + 1024, len(fs))))
         out = _forward(model, part, texts[s:s + 1024] if texts is not None else None, cfg.device)
-        total += float(_total(_losses(model, out, part, cfg.device), cfg.outcome_weight)) * len(part)
+        losses = _losses(model, out, part, cfg.device)
+        if cfg.stop_on == "accuracy":  # minus the share routed right, so that lower is better
+            loss = -(out.master_logits.mean(0).argmax(-1) == part.labels.to(cfg.device)).float().mean()
+        else:
+            loss = losses["master"] if cfg.stop_on == "master" else _total(losses, cfg.outcome_weight)
+        total += float(loss) * len(part)
         n += len(part)
         outs.append(out)
     return total / max(n, 1), outs
@@ -207,7 +219,7 @@ def frame_topics(frame: pd.DataFrame, masters: Sequence[str]) -> list[dict[str, 
     return [{"name": str(t), "master": str(m)} for t, m in zip(pairs["topic"], pairs["label"]) if m in masters]
 
 
-def setup_model(frame: pd.DataFrame, masters: Sequence[Master], cfg: "TrainConfig", text_source: str | None,
+def setup_model(frame: pd.DataFrame, masters: Sequence[Master], cfg: TrainConfig, text_source: str | None,
                 model_kwargs: dict[str, Any] | None) -> tuple[RouterModel, dict[str, list[bool]]]:
     """A fresh router for ``frame``: outcome heads for the outcomes it has, topics when it has them."""
     names = [m.name for m in masters]
@@ -248,7 +260,7 @@ def fit_standardizations(model: RouterModel, tr: FeatureSet) -> None:
             model.tree.fit_target_standardization(leaf, y)
 
 
-def _optimizers(model: RouterModel, cfg: "TrainConfig") -> list[torch.optim.Optimizer]:
+def _optimizers(model: RouterModel, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
     """AdamW for the dense weights; the lexical bag's table (131k rows, a few dozen used per text) gets
     a sparse Adam at a higher rate and no decay, which trains it in a few epochs."""
     bag = model.lexical.bag.weight if model.lexical is not None else None
@@ -260,7 +272,7 @@ def _optimizers(model: RouterModel, cfg: "TrainConfig") -> list[torch.optim.Opti
 
 
 def fit(model: RouterModel, tr: FeatureSet, va: FeatureSet, tr_texts: list[str] | None, va_texts: list[str] | None,
-        cfg: "TrainConfig", gen: torch.Generator, progress: Progress | None) -> tuple[int, list[dict[str, float]]]:
+        cfg: TrainConfig, gen: torch.Generator, progress: Progress | None) -> tuple[int, list[dict[str, float]]]:
     """Epochs with early stopping on the validation loss; leaves the best weights in ``model``.
     Returns ``(best_epoch, history)``."""
     opts = _optimizers(model, cfg)
