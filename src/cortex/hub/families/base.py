@@ -84,8 +84,11 @@ class FamilyAdapter:
                 f"{folder} has only pickle weights (.bin/.pt), which can run code when loaded. Convert them "
                 "with: cortex import-model <folder> --allow-pickle (writes safetensors)."
             )
+        # Safetensors whenever the folder has them, even with allow_pickle: the flag permits a
+        # pickle-only folder, it never makes a pickle preferred over safetensors beside it.
+        pickle_only = has_pickle_weights_only(folder)
         model = self.auto_class().from_pretrained(
-            folder, dtype=dtype, use_safetensors=not allow_pickle, trust_remote_code=trust_remote_code
+            folder, dtype=dtype, use_safetensors=not pickle_only, trust_remote_code=trust_remote_code
         )
         model.eval()
         return model, self.load_tokenizer(folder, trust_remote_code)
