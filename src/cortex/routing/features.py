@@ -80,7 +80,7 @@ class FeatureSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, idx: np.ndarray | torch.Tensor) -> "FeatureSet":
+    def subset(self, idx: np.ndarray | torch.Tensor) -> FeatureSet:
         idx = torch.as_tensor(idx, dtype=torch.long)
         tensors = {f: getattr(self, f)[idx] for f in self.__dataclass_fields__ if f != "lexical"}
         return FeatureSet(**tensors, lexical=self.lexical.subset(idx) if self.lexical is not None else None)
@@ -91,7 +91,7 @@ def topic_indices(frame: pd.DataFrame, model: RouterModel) -> np.ndarray:
     if not model.config.topics or "topic" not in frame.columns:
         return np.full(len(frame), -1, dtype=np.int64)
     index = {t["name"]: i for i, t in enumerate(model.config.topics)}
-    return frame["topic"].map(index).fillna(-1).to_numpy(dtype=np.int64)
+    return frame["topic"].map(index).fillna(-1).to_numpy(dtype=np.int64, copy=True)
 
 
 def master_indices(values: pd.Series, masters: Sequence[str], column: str) -> np.ndarray:

@@ -36,7 +36,7 @@ class LexicalBags:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def subset(self, idx: np.ndarray | torch.Tensor) -> "LexicalBags":
+    def subset(self, idx: np.ndarray | torch.Tensor) -> LexicalBags:
         """The bags of rows ``idx`` (in that order)."""
         idx = torch.as_tensor(idx, dtype=torch.long)
         starts, ends = self.offsets[idx], self.offsets[idx + 1]

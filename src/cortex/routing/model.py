@@ -34,7 +34,12 @@ import torch
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 
 from cortex.errors import ConfigError, ModelInputError
-from cortex.models.neural_tree import NeuralTreeConfig, NeuralTreeModel, NeuralTreeOutput, RootOutput
+from cortex.models.neural_tree import (
+    NeuralTreeConfig,
+    NeuralTreeModel,
+    NeuralTreeOutput,
+    RootOutput,
+)
 from cortex.models.neural_tree.tokenizers import root_tokenizer, tokenizer_dir
 from cortex.routing.context import ContextEncoder, context_feature_names
 from cortex.routing.lexical import LexicalBags, LexicalRoot, hash_bags
@@ -307,7 +312,7 @@ class RouterModel(PreTrainedModel):
             torch.nn.init.zeros_(module.bias)
 
     @classmethod
-    def from_pretrained_text(cls, config: RouterConfig) -> "RouterModel":
+    def from_pretrained_text(cls, config: RouterConfig) -> RouterModel:
         """A new router whose text root holds the pretrained encoder weights of ``config.text_source``."""
         model = cls(config)
         tree = NeuralTreeModel.from_pretrained_roots(config.tree_config())
@@ -322,7 +327,7 @@ class RouterModel(PreTrainedModel):
             self.text_tokenizer().save_pretrained(tokenizer_dir(save_directory, TEXT_ROOT))
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> "RouterModel":
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> RouterModel:
         """HF ``from_pretrained`` (safetensors only), reattaching the saved text tokenizer."""
         kwargs.setdefault("use_safetensors", True)
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)

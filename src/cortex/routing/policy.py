@@ -70,7 +70,7 @@ class PolicyConfig:
             raise ConfigError("; ".join(problems) + ".")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "PolicyConfig":
+    def from_dict(cls, data: dict[str, Any] | None) -> PolicyConfig:
         data = dict(data or {})
         known = set(cls.__dataclass_fields__)
         for key in data:

@@ -101,7 +101,7 @@ class Router:
         cls, name_or_path: str | os.PathLike, *, registry: Registry | None = None,
         policy: Mapping[str, Any] | None = None, rules: str | os.PathLike | None = None, quantize: bool = False,
         trace: bool = True,
-    ) -> "Router":
+    ) -> Router:
         """A router from a registry name (or alias such as ``router:champion``) or a router folder.
 
         ``policy`` overrides fields of the saved policy; ``rules`` replaces the saved rules with a
