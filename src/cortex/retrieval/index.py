@@ -218,84 +218,105 @@ class CodeIndex:
 
         Only files whose content hash changed are re-chunked and re-embedded; files gone from
         ``root`` leave the index. An index built from another root is refused unless ``rebuild``.
+        Stages: setup, scan, chunk (diff against the last commit), embed, write.
         """
         t0 = time.perf_counter()
         root_path = Path(root).resolve()
         report = IndexUpdate()
         with self.collection.locked():  # the file listing is diffed against the newest commit
-            if self.root is not None and self.root != str(root_path) and not rebuild:
-                raise RetrievalError(
-                    f"The index in {str(self.folder)!r} was built from {self.root!r}, not {str(root_path)!r}. "
-                    "Use another index (--name NAME) or replace it with --rebuild."
-                )
-            if rebuild:
-                self.delete(list(self.collection.records))
-                self.collection.extra["files"] = {}
-            self.collection.extra["root"] = str(root_path)
-            self.collection.extra["chunking"] = vars(self.chunking).copy()
-            folder = self.folder.resolve()
-            if folder == root_path:
-                raise RetrievalError(
-                    f"The index folder {str(folder)!r} is the folder being indexed; keep the index elsewhere "
-                    "(the default $CORTEX_HOME/rag/NAME, or --index-dir OTHER)."
-                )
-            if root_path in folder.parents:  # never index the index's own files
-                excludes = (*excludes, "/" + folder.relative_to(root_path).as_posix())
-            listing = list(walk_files(root_path, excludes))
-            seen: dict[str, SourceFile] = {}
-            for n, (rel, loc) in enumerate(listing, start=1):
-                found = inspect_file(rel, loc, root_path, self.chunking.max_file_bytes)
-                if isinstance(found, SkippedFile):
-                    report.skipped.append(found)
-                else:
-                    seen[rel] = found
-                if progress:
-                    progress("scan", n, len(listing))
+            excludes = self._setup_update(root_path, excludes, rebuild)
+            seen = self._scan(root_path, excludes, report, progress)
             t_stage = time.perf_counter()
             report.stage_seconds["scan"] = t_stage - t0
-            files = self.files
-            new_chunks: list[Chunk] = []
-            for rel, src in seen.items():
-                old = files.get(rel)
-                if old is not None and old["sha256"] == src.sha256:
-                    report.unchanged.append(rel)
-                    continue
-                text = read_text(src)
-                if isinstance(text, SkippedFile):
-                    report.skipped.append(text)
-                    continue
-                (report.changed if old is not None else report.added).append(rel)
-                chunks = chunk_file(rel, text, src.sha256, self.chunking)
-                kept = set(old["chunks"]) if old is not None else set()
-                if old is not None:
-                    self.delete([i for i in old["chunks"] if i not in {c.id for c in chunks}])
-                files[rel] = {"sha256": src.sha256, "size": src.size, "chunks": [c.id for c in chunks]}
-                refreshed = {c.id: c.to_dict() for c in chunks if c.id in kept}
-                self.collection.put(refreshed)  # same text at the same place: keep its vector, refresh its file hash
-                new_chunks.extend(c for c in chunks if c.id not in kept)
-            for rel in sorted(set(files) - set(seen)):
-                # gone, or now skipped (e.g. grew past the size limit): either way not in the index
-                self.delete(files.pop(rel)["chunks"])
-                report.removed.append(rel)
+            new_chunks = self._diff_files(seen, report)
             t_stage = _lap(report, "chunk", t_stage)
-            # Chunk ids hash their content, so a vector a server kept from an interrupted update is this chunk's.
-            held = self.collection.held_vectors([c.id for c in new_chunks])
-            if held:
-                back = [c for c in new_chunks if c.id in held]
-                self.collection.add_vectors([c.id for c in back], np.stack([held[c.id] for c in back]),
-                                            [c.to_dict() for c in back])
-                new_chunks = [c for c in new_chunks if c.id not in held]
-            report.chunks_recovered = len(held)
-            # Similar lengths in each embedding batch: less padding (about 10% less CPU on this repository)
-            new_chunks.sort(key=lambda c: len(c.text))
-            report.truncated_chunks = self.add_chunks(new_chunks, progress=progress)
-            report.chunks_embedded = len(new_chunks)
+            self._embed_new(new_chunks, report, progress)
             t_stage = _lap(report, "embed", t_stage)
             self.collection.commit()
             _lap(report, "write", t_stage)
         report.chunks_total = len(self)
         report.seconds = time.perf_counter() - t0
         return report
+
+    def _setup_update(self, root_path: Path, excludes: Sequence[str], rebuild: bool) -> Sequence[str]:
+        """Check the root against the index, apply ``rebuild``; the excludes, with the index's own folder."""
+        if self.root is not None and self.root != str(root_path) and not rebuild:
+            raise RetrievalError(
+                f"The index in {str(self.folder)!r} was built from {self.root!r}, not {str(root_path)!r}. "
+                "Use another index (--name NAME) or replace it with --rebuild."
+            )
+        if rebuild:
+            self.delete(list(self.collection.records))
+            self.collection.extra["files"] = {}
+        self.collection.extra["root"] = str(root_path)
+        self.collection.extra["chunking"] = vars(self.chunking).copy()
+        folder = self.folder.resolve()
+        if folder == root_path:
+            raise RetrievalError(
+                f"The index folder {str(folder)!r} is the folder being indexed; keep the index elsewhere "
+                "(the default $CORTEX_HOME/rag/NAME, or --index-dir OTHER)."
+            )
+        if root_path in folder.parents:  # never index the index's own files
+            excludes = (*excludes, "/" + folder.relative_to(root_path).as_posix())
+        return excludes
+
+    def _scan(self, root_path: Path, excludes: Sequence[str], report: IndexUpdate,
+              progress: Progress | None) -> dict[str, SourceFile]:
+        """Hash every indexable file under ``root_path``; skipped files go to ``report``."""
+        listing = list(walk_files(root_path, excludes))
+        seen: dict[str, SourceFile] = {}
+        for n, (rel, loc) in enumerate(listing, start=1):
+            found = inspect_file(rel, loc, root_path, self.chunking.max_file_bytes)
+            if isinstance(found, SkippedFile):
+                report.skipped.append(found)
+            else:
+                seen[rel] = found
+            if progress:
+                progress("scan", n, len(listing))
+        return seen
+
+    def _diff_files(self, seen: dict[str, SourceFile], report: IndexUpdate) -> list[Chunk]:
+        """Re-chunk added and changed files, drop removed ones; the chunks that need a new vector."""
+        files = self.files
+        new_chunks: list[Chunk] = []
+        for rel, src in seen.items():
+            old = files.get(rel)
+            if old is not None and old["sha256"] == src.sha256:
+                report.unchanged.append(rel)
+                continue
+            text = read_text(src)
+            if isinstance(text, SkippedFile):
+                report.skipped.append(text)
+                continue
+            (report.changed if old is not None else report.added).append(rel)
+            chunks = chunk_file(rel, text, src.sha256, self.chunking)
+            kept = set(old["chunks"]) if old is not None else set()
+            if old is not None:
+                self.delete([i for i in old["chunks"] if i not in {c.id for c in chunks}])
+            files[rel] = {"sha256": src.sha256, "size": src.size, "chunks": [c.id for c in chunks]}
+            refreshed = {c.id: c.to_dict() for c in chunks if c.id in kept}
+            self.collection.put(refreshed)  # same text at the same place: keep its vector, refresh its file hash
+            new_chunks.extend(c for c in chunks if c.id not in kept)
+        for rel in sorted(set(files) - set(seen)):
+            # gone, or now skipped (e.g. grew past the size limit): either way not in the index
+            self.delete(files.pop(rel)["chunks"])
+            report.removed.append(rel)
+        return new_chunks
+
+    def _embed_new(self, new_chunks: list[Chunk], report: IndexUpdate, progress: Progress | None) -> None:
+        """Take back vectors a server already holds, embed the rest."""
+        # Chunk ids hash their content, so a vector a server kept from an interrupted update is this chunk's.
+        held = self.collection.held_vectors([c.id for c in new_chunks])
+        if held:
+            back = [c for c in new_chunks if c.id in held]
+            self.collection.add_vectors([c.id for c in back], np.stack([held[c.id] for c in back]),
+                                        [c.to_dict() for c in back])
+            new_chunks = [c for c in new_chunks if c.id not in held]
+        report.chunks_recovered = len(held)
+        # Similar lengths in each embedding batch: less padding (about 10% less CPU on this repository)
+        new_chunks.sort(key=lambda c: len(c.text))
+        report.truncated_chunks = self.add_chunks(new_chunks, progress=progress)
+        report.chunks_embedded = len(new_chunks)
 
     def save(self) -> None:
         """Commit pending changes (from :meth:`add_texts` / :meth:`delete`)."""
