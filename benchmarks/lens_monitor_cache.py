@@ -28,6 +28,8 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# the demo (corpus, judge, build) is an example over library calls, not part of the cortex package
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
 from _machine import machine  # noqa: E402
 
 
@@ -52,7 +54,7 @@ def main() -> None:
     from cortex.hub.registry import Registry
     from cortex.lenses.capture import ActivationCapture, forward_module
     from cortex.lenses.lens_pack import load_lens_pack
-    from cortex.steering.demo import CharNgramClassifier, DemoSettings, demo_corpus
+    from steering_demo import CharNgramClassifier, DemoSettings, demo_corpus
     from cortex.steering.monitor import MonitorSettings, run_monitor
 
     # the same settings as the build, so that the held-out prompts are the ones the model never saw

@@ -1,6 +1,6 @@
 """Steering effect on an offline model: cortex's char LM trained on Python source vs English prose.
 
-Builds the demo (model, concept pack, lens pack with concept vectors; see cortex.steering.demo) in a registry,
+Builds the demo (model, concept pack, lens pack with concept vectors; see examples/steering_demo.py) in a registry,
 then, for each steering mode and each strength of a sweep, generates from held-out prompts of both kinds and
 measures the generated text two ways:
 
@@ -38,6 +38,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# the demo (corpus, judge, build) is an example over library calls, not part of the cortex package
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
 from _machine import machine  # noqa: E402
 
 
@@ -79,7 +81,7 @@ def main() -> None:
     from cortex.lenses.capture import ActivationCapture, forward_module
     from cortex.lenses.lens_pack import load_lens_pack
     from cortex.steering import AutonomicController, Bound, ControllerSettings, build_rules, load_vectors
-    from cortex.steering.demo import CharNgramClassifier, DemoSettings, build_demo, demo_corpus
+    from steering_demo import CharNgramClassifier, DemoSettings, build_demo, demo_corpus
     from cortex.steering.monitor import MonitorSettings, SteerRequest, run_monitor
     from cortex.steering.vectors import pack_folder
 

@@ -6,13 +6,18 @@ order does not matter; tests that change a pack work on a copy.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
 
 from cortex.hub.registry import Registry
 from tests.hub.conftest import make_tiny_qwen
+
+DEMO_SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "steering_demo.py"
 
 TINY_DEMO = dict(name="tiny-kinds", chars_per_kind=16_000, doc_chars=300, hidden_size=21, heads=3, layers=3,
                  steps=25, batch_size=8, block_size=96, probe_docs=24, probe_chars=72, warmup=8, probe_steps=80)
@@ -27,10 +32,31 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def load_steering_demo() -> ModuleType:
+    """``examples/steering_demo.py`` as the module ``steering_demo`` (examples/ is not a package, and the
+    demo is not part of cortex); loaded once, then taken from ``sys.modules``."""
+    if "steering_demo" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("steering_demo", DEMO_SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["steering_demo"] = module   # dataclasses look their module up while the file runs
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules["steering_demo"]
+            raise
+    return sys.modules["steering_demo"]
+
+
 @pytest.fixture(scope="session")
-def demo(tmp_path_factory):
+def steering_demo() -> ModuleType:
+    """The example module that builds the demo (corpus, judge, build_demo, DEFINITIONS)."""
+    return load_steering_demo()
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory, steering_demo):
     """``(registry home, DemoArtifacts)`` of a tiny demo: char LM, concept pack, lens pack with vectors."""
-    from cortex.steering.demo import DemoSettings, build_demo
+    DemoSettings, build_demo = steering_demo.DemoSettings, steering_demo.build_demo
 
     home = tmp_path_factory.mktemp("steering-demo-home")
     before = torch.get_num_threads()
@@ -57,10 +83,11 @@ def demo_loaded(demo):
 
 
 @pytest.fixture(scope="session")
-def text_detector():
+def text_detector(steering_demo):
     """The packaged MiniLM as a text-level detector of the demo's two concepts (stateless, read-only)."""
-    from cortex.steering.demo import DEFINITIONS
     from cortex.steering.divergence import TextConceptDetector
+
+    DEFINITIONS = steering_demo.DEFINITIONS
 
     return TextConceptDetector({
         "python": [DEFINITIONS["python"], "x = foo(bar)\nreturn x", "def get(self, key):\n    return self.data[key]"],

@@ -160,9 +160,10 @@ def test_remove_mode_puts_the_lens_on_its_null_value(demo_loaded):
     assert all(abs(row[col] - float(null)) < 1e-3 for row in r.scores)
 
 
-def test_opposites_and_descriptions_come_from_the_registered_concept_pack(demo_loaded):
-    from cortex.steering.demo import DEFINITIONS
+def test_opposites_and_descriptions_come_from_the_registered_concept_pack(demo_loaded, steering_demo):
     from cortex.steering.monitor import pack_descriptions, pack_opposites
+
+    DEFINITIONS = steering_demo.DEFINITIONS
 
     reg, loaded, pack, vectors = demo_loaded
     assert pack_opposites(pack, None, registry=reg) == {"python": ["prose"], "prose": ["python"]}

@@ -4,8 +4,8 @@ detection between internal lenses and generated text, and per-token monitor repo
 Modules: :mod:`~cortex.steering.vectors` (extraction and storage), :mod:`~cortex.steering.hooks`
 (interventions and the hook context manager), :mod:`~cortex.steering.autonomic` (bounds and the controller),
 :mod:`~cortex.steering.divergence` (text-level concept detector and divergence), :mod:`~cortex.steering.monitor`
-(monitored generation), :mod:`~cortex.steering.report` (JSON, HTML, PNG), :mod:`~cortex.steering.demo` (an
-offline char-LM model and lens pack to show it on).
+(monitored generation), :mod:`~cortex.steering.report` (JSON, HTML, PNG). An offline
+char-LM model and lens pack to show it on is an example, ``examples/steering_demo.py``, not part of the package.
 """
 
 from cortex.steering.autonomic import (

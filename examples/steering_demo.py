@@ -1,6 +1,13 @@
 """An offline model to show steering on: cortex's char LM trained on two kinds of text found on any machine
 with Python, a "kind" lens pack trained on its activations, and an external text classifier.
 
+This is an example built over library calls, not part of the ``cortex`` package (which ships no demo
+corpus): ``benchmarks/steering_effect.py``, ``benchmarks/lens_monitor_cache.py`` and the steering tests import
+it from this file. Run it to build the demo into a registry, then steer it with ``cortex lens monitor``::
+
+    python examples/steering_demo.py [--home DIR] [--steps 1200] [--chars-per-kind 150000]
+    cortex lens monitor --model kind-demo --lens lens-kind-demo "import os" --steer prose=0.5
+
 No pretrained causal LM can be downloaded here, so :func:`build_demo` makes one:
 
 - ``python`` documents: the standard library's top-level modules (``sysconfig`` stdlib path), parsed with
@@ -369,7 +376,7 @@ def _register_kinds_pack(s: DemoSettings, reg: Any, heldout: dict[str, list[str]
 
     cpack_name = f"{s.name}-kinds"
     cpack = ConceptPack(name=cpack_name, version="1", description="Kinds of text for the steering demo",
-                        source="cortex.steering.demo", license="PSF-2.0")
+                        source="examples/steering_demo.py", license="PSF-2.0")
     for k in KINDS:
         other = [o for o in KINDS if o != k][0]
         cpack.concepts[k] = Concept(term=k, definition=DEFINITIONS[k], opposites=[other],
@@ -436,7 +443,7 @@ def _register_demo_lens_pack(s: DemoSettings, reg: Any, loaded: Any, cpack_name:
         "model": {"name": name, "revision": revision},
         "concept_pack": {"name": cpack_name, "version": "1"}, "hidden_size": s.hidden_size, "layers": layers,
         "concepts": primary, "probe": {"kind": "linear", "layer_norm": False},
-        "training": {"source": "cortex.steering.demo", "labels": "per-token kind", "steps": s.probe_steps,
+        "training": {"source": "examples/steering_demo.py", "labels": "per-token kind", "steps": s.probe_steps,
                      "heldout_token_f1": {k: {str(l): v for l, v in f1[k].items()} for k in KINDS}},
     }
     return register_lens_pack(LensPack(info, per_layer), name=f"lens-{s.name}", registry=reg,
@@ -455,3 +462,29 @@ def _kind_vectors(s: DemoSettings, layers: list[int], doc_states: dict) -> Any:
             other = [o for o in KINDS if o != k][0]
             vs.add(mean_difference(k, l, pooled[k][l], pooled[other][l], paired=False))
     return vs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Build the demo into a registry (``--home``, default the user's registry) and print its figures as JSON."""
+    import argparse
+
+    from cortex.hub.registry import Registry
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--home", default=None, help="Registry home to build into (default: CORTEX_HOME or ~/.cortex).")
+    ap.add_argument("--name", default=DemoSettings.name, help="Registry name of the demo model.")
+    ap.add_argument("--steps", type=int, default=DemoSettings.steps, help="Training steps of the char LM.")
+    ap.add_argument("--chars-per-kind", type=int, default=DemoSettings.chars_per_kind,
+                    help="Characters of each kind in the corpus.")
+    ap.add_argument("--seed", type=int, default=DemoSettings.seed)
+    args = ap.parse_args(argv)
+    settings = DemoSettings(name=args.name, steps=args.steps, chars_per_kind=args.chars_per_kind, seed=args.seed)
+    reg = Registry(args.home)
+    art = build_demo(settings, registry=reg, progress=lambda m: print(f"[demo] {m}", flush=True))
+    print(json.dumps({"model": art.model, "lens_pack": art.lens_pack, "concept_pack": art.concept_pack,
+                      **{k: v for k, v in art.metrics.items() if k != "settings"}}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
