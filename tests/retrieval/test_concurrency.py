@@ -136,8 +136,10 @@ def test_writer_killed_mid_commit_leaves_last_commit_and_lock_free(tmp_path):
     assert (folder / POINTER).read_bytes() == pointer_before
     survivor = _reopen(folder)
     assert sorted(survivor.index.chunks) == [f"kept-{i}" for i in range(5)]
-    with FileLock(str(folder / LOCK_FILE), timeout=5):  # the kernel dropped the dead writer's lock
-        pass
+    lock = FileLock(str(folder / LOCK_FILE))
+    lock.acquire(timeout=5)  # raises Timeout if the dead writer's lock were still held
+    assert lock.is_locked  # the kernel dropped the dead writer's lock
+    lock.release()
     first.add_texts(["after the crash"], ids=["after"])  # a later writer proceeds, building on the last commit
     assert sorted(_reopen(folder).index.chunks) == sorted([f"kept-{i}" for i in range(5)] + ["after"])
     names = {p.name for p in folder.iterdir()}
