@@ -1,5 +1,6 @@
 """CLI error reporting (one line, tracebacks on request) and optional extras that name themselves."""
 
+import os
 import subprocess
 import sys
 
@@ -13,6 +14,9 @@ def test_errors_are_one_line_unless_verbose(capsys, monkeypatch):
     assert err.startswith("error: No shipped config named 'nope'") and "Traceback" not in err
     assert main(["--verbose", "configs", "show", "nope"]) == 1
     assert "Traceback" in capsys.readouterr().err
+    assert "CORTEX_DEBUG" not in os.environ  # --verbose holds for that call only
+    assert main(["configs", "show", "nope"]) == 1
+    assert "Traceback" not in capsys.readouterr().err
     monkeypatch.setenv("CORTEX_DEBUG", "1")
     assert main(["configs", "show", "nope"]) == 1
     assert "Traceback" in capsys.readouterr().err

@@ -116,9 +116,28 @@ def _report(e: CortexError) -> int:
     return e.exit_code
 
 
+_SCOPED_ENV = ("CORTEX_DEBUG", "CORTEX_HOME")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a :class:`CortexError` prints one line and exits non-zero, without a traceback
-    unless ``--verbose`` or ``CORTEX_DEBUG=1``."""
+    unless ``--verbose`` or ``CORTEX_DEBUG=1``.
+
+    ``--verbose`` and ``--home`` hold for this invocation only: the environment they set is put back
+    afterwards, so a later in-process call (a test, a notebook) does not inherit them.
+    """
+    saved = {name: os.environ.get(name) for name in _SCOPED_ENV}
+    try:
+        return _run(argv)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _run(argv: list[str] | None) -> int:
     from cortex._extras import extra_for_module, missing_extra
 
     try:
