@@ -224,14 +224,33 @@ def fit_surrogate(
         raise DesignError(
             f"data has {data.values.shape[1]} objective columns but the objective names {objective.num_objectives}."
         )
+    leaf_targets = _standardized_targets(tree, data, objective, settings)
+    feasible = data.feasible & usable
+    rows, val, lm_rows, lm_pool = _split_rows(data, usable, feasible, settings, generator, check_every)
+    constraint_leaves = [_split(c, "")[0] for c in objective.constraints]
+    leaf_keys = list(dict.fromkeys([*leaf_targets, *constraint_leaves, lm_leaf]))
+    batch = _Batcher(tree, data, objective, settings, leaf_targets, feasible, lm_rows, leaf_keys, lm_leaf, root)
+    done, history = _train(tree, batch, settings, steps, rows, val, lm_pool, generator, check_every)
+    tail = max(1, done // 10)
+    return FitReport(steps=done, losses={k: sum(v[-tail:]) / len(v[-tail:]) for k, v in history.items()})
+
+
+def _standardized_targets(tree, data: DesignData, objective: DesignObjective,
+                          settings: SurrogateSettings) -> dict[str, torch.Tensor]:
+    """Regressor leaf -> transformed targets (NaN where infeasible or failed); fits each leaf's standardization."""
     targets = settings.transform(data.values.float())  # (N, M), NaN/-inf where infeasible
     targets = torch.where(torch.isfinite(targets), targets, torch.full_like(targets, math.nan))
     leaf_targets = _leaf_targets(tree, objective, targets)
-    feasible = data.feasible & usable
     for leaf, y in leaf_targets.items():
         if bool(torch.isfinite(y).any()):
             tree.fit_target_standardization(leaf, y[torch.isfinite(y).all(-1)])
+    return leaf_targets
 
+
+def _split_rows(data: DesignData, usable: torch.Tensor, feasible: torch.Tensor, settings: SurrogateSettings,
+                generator, check_every: int | None):
+    """``(rows, val, lm_rows, lm_pool)``: training rows, held-out rows (empty without ``check_every`` or
+    with fewer than 20 designs), the LM's designs (mask) and the LM's training rows (indices)."""
     rows = torch.nonzero(usable).flatten()
     val = rows[:0]
     if check_every is not None and len(rows) >= 20:
@@ -243,22 +262,28 @@ def fit_surrogate(
         lm_rows &= data.rounds == 0
     lm_train = lm_rows.clone()
     lm_train[val] = False
-    lm_pool = torch.nonzero(lm_train).flatten()
+    return rows, val, lm_rows, torch.nonzero(lm_train).flatten()
+
+
+def _train(tree, batch: "_Batcher", settings: SurrogateSettings, steps: int, rows: torch.Tensor,
+           val: torch.Tensor, lm_pool: torch.Tensor, generator,
+           check_every: int | None) -> tuple[int, dict[str, list[float]]]:
+    """The Adam steps of a fit, early-stopped on ``val`` when it is not empty; returns (steps run, loss history).
+
+    The best weights seen at a check are restored at the end; the tree is left in eval mode.
+    """
     # foreach: one fused update over the many small tensors of a tree, much faster on CPU
     optimizer = torch.optim.AdamW(tree.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, foreach=True)
-    constraint_leaves = [_split(c, "")[0] for c in objective.constraints]
-    leaf_keys = list(dict.fromkeys([*leaf_targets, *constraint_leaves, lm_leaf]))
-    batch = _Batcher(tree, data, objective, settings, leaf_targets, feasible, lm_rows, leaf_keys, lm_leaf, root)
     history: dict[str, list[float]] = {}
     best_loss, best_state, bad, done = math.inf, None, 0, 0
     tree.train()
     n_masked = round(settings.corrupt_prob * settings.batch_size)
     n_lm = (n_masked + 1) // 2 if len(lm_pool) else 0
+    n_clean = settings.batch_size - n_masked
     for step in range(steps):
         # one forward serves every leaf. Rows: clean ones from every evaluated design; masked ones
         # from the LM's designs (the LM learns from those) and from every design (so the value heads
         # learn to read partly masked versions of any design, as guidance needs)
-        n_clean = settings.batch_size - n_masked
         picks = [rows[torch.randint(len(rows), (n_clean + n_masked - n_lm,), generator=generator)]]
         if n_lm:
             picks.append(lm_pool[torch.randint(len(lm_pool), (n_lm,), generator=generator)])
@@ -283,8 +308,7 @@ def fit_surrogate(
     if best_state is not None:
         tree.load_state_dict(best_state)
     tree.eval()
-    tail = max(1, done // 10)
-    return FitReport(steps=done, losses={k: sum(v[-tail:]) / len(v[-tail:]) for k, v in history.items()})
+    return done, history
 
 
 class _Batcher:
