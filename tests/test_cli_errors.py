@@ -38,6 +38,10 @@ def test_a_missing_extra_is_named():
     base = _without(["fastapi", "uvicorn", "langchain_core", "faiss", "chromadb", "botorch"],
                     "import cortex, cortex.cli.main, cortex.design, cortex.training, cortex.retrieval, cortex.routing")
     assert base.returncode == 0, base.stderr
+    # the design library called from Python (not through the CLI) names its extra too
+    design = _without(["botorch"], "import torch\nfrom cortex.design.acquisition import DesignObjective, EnsembleAcquisition\n"
+                                   "EnsembleAcquisition(DesignObjective(objectives=('value',)), torch.zeros(2, 3, 1))")
+    assert "MissingExtraError" in design.stderr and "cortex-hf[design]" in design.stderr, design.stderr
 
 
 def test_cli_names_the_extra_of_a_library_imported_inside_a_command():

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cortex._extras import require
 from cortex.errors import DesignError
 
 LOG_PROB_FLOOR = 1e-6  # a constraint probability never fully zeroes a gradient
@@ -176,6 +177,7 @@ class EnsembleAcquisition:
     """
 
     def __init__(self, objective: DesignObjective, baseline: torch.Tensor):
+        require("botorch", "design")  # a missing extra is named, not a bare ModuleNotFoundError
         from botorch.acquisition.objective import IdentityMCObjective
 
         if baseline.dim() != 3 or baseline.shape[-1] != objective.num_objectives or baseline.shape[1] == 0:

@@ -91,27 +91,18 @@ class TreeSettings:
                 raise ConfigError(f"tree.{name}={value!r} must be an integer >= 1.")
 
 
-@dataclass(frozen=True)
-class LoopSettings:
-    """Round structure: see :class:`~cortex.design.loop.DesignLoopConfig`."""
-
-    batch_size: int = 64
-    budget: int | None = 1024
-    rounds: int | None = None
-    num_chains: int | None = 128
-    num_parents: int = 16
-    max_attempts: int = 3
-    selection: str = "chains"
-    parent_selection: str = "best"
-    trust_region_fraction: float = 0.0
-    trust_region_parents: int = 2
-    trust_region_candidates: int | None = 2048
-    crossover_fraction: float = 0.0
-    support_unseen_prob: float = 0.05
-    support_prior: bool = True
-    trust_region_repair: bool = True
-    trust_region_rank: str = "acquisition"
-    parent_rotation: bool = True
+# The `loop` section is DesignLoopConfig's round structure: its fields except the nested `lambo` and
+# `surrogate`, which are sections of their own here. It is derived from DesignLoopConfig so that a new
+# loop setting is declared (and documented, and validated) once; only the job defaults that differ are named.
+JOB_LOOP_DEFAULTS = {"batch_size": 64, "budget": 1024, "num_chains": 128}
+LoopSettings = dataclasses.make_dataclass(
+    "LoopSettings",
+    [(f.name, f.type, field(default=JOB_LOOP_DEFAULTS.get(f.name, f.default)))
+     for f in dataclasses.fields(DesignLoopConfig) if f.name not in ("lambo", "surrogate")],
+    frozen=True,
+    namespace={"__doc__": "Round structure of a design job: see :class:`~cortex.design.loop.DesignLoopConfig`.",
+               "__module__": __name__},
+)
 
 
 @dataclass(frozen=True)
