@@ -22,8 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("data", "corruption"),
     ("models", "_autoregister", ""),  # "": the package root, cortex/__init__.py
     ("tasks",),
-    ("design", "lenses"),
-    ("training",),
+    ("design", "training", "lenses"),  # DESIGN.md: train, design, read models; none imports another
     ("routing", "steering", "retrieval", "anomaly"),
     ("cli",),
 ]
