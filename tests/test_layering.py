@@ -17,7 +17,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 # lowest first; a module belongs to the layer of its area (the first name below ``cortex``)
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "_atomic", "_validate", "_version", "_extras", "configs", "resources"),
+    ("errors", "_atomic", "_validate", "_version", "_extras", "_cache", "_fit", "configs", "resources"),
     ("hub", "generation"),
     ("data", "corruption"),
     ("models", "_autoregister", ""),  # "": the package root, cortex/__init__.py

@@ -117,6 +117,7 @@ class AutoencoderDetector:
         """Train on normal ``rows`` (all workers pooled); ``progress(epoch, epochs, val_loss)`` per epoch."""
         import torch
 
+        from cortex._fit import BestWeights, optimizer_step
         from cortex.anomaly.model import MetricAutoencoder, MetricAutoencoderConfig
 
         config = config or AutoencoderConfig()
@@ -150,28 +151,28 @@ class AutoencoderDetector:
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         xt, xv = torch.from_numpy(x_train), torch.from_numpy(x_val)
         gen = torch.Generator().manual_seed(config.seed)
-        best = (float("inf"), 0, None, float("nan"))
+        best = BestWeights(min_delta=0.0)  # every epoch runs; the best one's weights are kept
+        train_losses = []
         for epoch in range(1, config.epochs + 1):
             model.train()
             total = 0.0
             for batch in torch.randperm(len(xt), generator=gen).split(config.batch_size):
                 loss = model(xt[batch]).loss
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+                optimizer_step(loss, opt)
                 total += float(loss.detach()) * len(batch)
+            train_losses.append(total / len(xt))
             model.eval()
             with torch.inference_mode():
                 val_loss = float(model(xv).loss)
-            if val_loss < best[0]:
-                best = (val_loss, epoch, {k: v.clone() for k, v in model.state_dict().items()}, total / len(xt))
+            best.update(val_loss, model)
             if progress:
                 progress(epoch, config.epochs, val_loss)
-        model.load_state_dict(best[2])
+        best.restore(model)
         det = cls(model, scaler, 0.0, config, worker_scalers=worker_scalers)
         val_err, _ = det.window_errors(x_val)
         det.threshold = float(np.quantile(val_err, config.threshold_quantile))
-        det.report = TrainReport(len(x_train), len(x_val), best[1], best[3], best[0], det.threshold)
+        det.report = TrainReport(len(x_train), len(x_val), best.best_check, train_losses[best.best_check - 1],
+                                 best.best, det.threshold)
         return det
 
     def state(self) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 Layout under ``$CORTEX_HOME/cache/activations``::
 
     <model-fingerprint>/<pool>-<max_length>/layer<k>/
-        index.json                 # {sha1(text): [shard, row]}
+        index.json                 # {sha256(text) hex: [shard, row]}
         shard-<id>.safetensors     # {"h": (n, d) float32}
 
 Shards are written to a temp file and renamed, then the index is replaced atomically under a file
@@ -13,7 +13,6 @@ or revision) simply misses.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import uuid
@@ -24,14 +23,11 @@ from typing import Any
 import torch
 from filelock import FileLock
 
+from cortex._cache import text_key
 from cortex.errors import InputError
 from cortex.hub.paths import cortex_home, safe_join, validate_name
 from cortex.hub.registry import atomic_write_text
 from cortex.lenses.capture import encode_texts
-
-
-def text_key(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
 class ActivationStore:

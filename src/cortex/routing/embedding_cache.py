@@ -12,7 +12,6 @@ reader sees complete shards only; two processes adding the same texts just store
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import warnings
@@ -22,12 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cortex._cache import text_digest
 from cortex.hub.paths import cortex_home, validate_name
-
-
-def text_key(text: str) -> bytes:
-    """sha256 digest of the UTF-8 text: the cache key."""
-    return hashlib.sha256(text.encode("utf-8")).digest()
 
 
 def default_cache_root() -> Path:
@@ -76,11 +71,11 @@ class EmbeddingCache:
         return len(self._mem)
 
     def get(self, text: str) -> np.ndarray | None:
-        return self._mem.get(text_key(text))
+        return self._mem.get(text_digest(text))
 
     def put(self, text: str, vector: np.ndarray) -> None:
         v = np.asarray(vector, dtype=np.float32).reshape(self.dim)
-        k = text_key(text)
+        k = text_digest(text)
         with self._lock:
             self._mem[k] = v
             if self.persist:
@@ -118,7 +113,7 @@ class EmbeddingCache:
         missing: dict[bytes, list[int]] = {}
         first_text: dict[bytes, str] = {}
         for i, t in enumerate(texts):
-            k = text_key(t)
+            k = text_digest(t)
             v = self._mem.get(k)
             if v is None:
                 missing.setdefault(k, []).append(i)
