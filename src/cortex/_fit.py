@@ -16,13 +16,18 @@ import torch
 __all__ = ["BestWeights", "optimizer_step"]
 
 
-def optimizer_step(loss: torch.Tensor, optimizers: torch.optim.Optimizer | Sequence[torch.optim.Optimizer]) -> None:
+def optimizer_step(loss: torch.Tensor, optimizers: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
+                   max_grad_norm: float | None = None) -> None:
     """Zero the gradients, backpropagate ``loss`` and step every optimizer (a model may need two, e.g.
-    AdamW for dense weights beside SparseAdam for an embedding bag)."""
+    AdamW for dense weights beside SparseAdam for an embedding bag). ``max_grad_norm`` clips the global
+    gradient norm over the optimizers' parameters before the step."""
     opts = [optimizers] if isinstance(optimizers, torch.optim.Optimizer) else list(optimizers)
     for opt in opts:
         opt.zero_grad(set_to_none=True)
     loss.backward()
+    if max_grad_norm is not None:
+        params = [p for opt in opts for group in opt.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     for opt in opts:
         opt.step()
 

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cortex._fit import optimizer_step
 from cortex.errors import ConfigError, DataError, RegistryError
 from cortex.hub.entry import RegistryEntry
 from cortex.hub.paths import validate_name
@@ -243,7 +244,7 @@ def finetune(
     step, losses = _resume(run_dir, run.model, opt)
     resumed_from = step
     run_dir.mkdir(parents=True, exist_ok=True)
-    step = _fit(run, opt, params, s, step, losses, run_dir / "checkpoint", on_step)
+    step = _fit(run, opt, s, step, losses, run_dir / "checkpoint", on_step)
     if s.lora:
         run.model = run.model.merge_and_unload()
     run.model.eval()
@@ -314,7 +315,7 @@ def _resume(run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tupl
         ) from e
 
 
-def _fit(run: _Run, opt: torch.optim.Optimizer, params: list[nn.Parameter], s: FinetuneSettings, step: int,
+def _fit(run: _Run, opt: torch.optim.Optimizer, s: FinetuneSettings, step: int,
          losses: list[float], ckpt: Path, on_step: Callable[[int, float], None] | None) -> int:
     """Stage 3: next-token AdamW steps from ``step`` to ``s.max_steps``, checkpointing every ``save_every``."""
     gen = torch.Generator().manual_seed(s.seed)
@@ -327,10 +328,7 @@ def _fit(run: _Run, opt: torch.optim.Optimizer, params: list[nn.Parameter], s: F
             g["lr"] = _lr_at(step, s)
         logits = run.model(input_ids=batch[:, :-1]).logits  # (B, T, V)
         loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), batch[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(loss, opt, max_grad_norm=1.0)
         step += 1
         losses.append(loss.item())
         if on_step is not None:
