@@ -30,7 +30,13 @@ import torch
 from cortex.design.acquisition import DesignObjective
 from cortex.design.blackbox import BlackBox
 from cortex.design.lambo2 import LaMBO2Config
-from cortex.design.loop import DesignLoop, DesignLoopConfig, DesignResult, RoundReport, write_parquet_atomic
+from cortex.design.loop import (
+    DesignLoop,
+    DesignLoopConfig,
+    DesignResult,
+    RoundReport,
+    write_parquet_atomic,
+)
 from cortex.design.surrogate import SurrogateSettings, design_tree_config
 from cortex.errors import ConfigError, DesignError
 

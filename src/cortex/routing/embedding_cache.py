@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
