@@ -48,3 +48,14 @@ def test_optimizer_step_steps_every_optimizer():
 def test_cache_key_is_the_sha256_of_the_text():
     assert text_digest("héllo") == hashlib.sha256("héllo".encode()).digest()
     assert text_key("héllo") == text_digest("héllo").hex() and len(text_key("")) == 64
+
+
+def test_torch_threads_holds_for_the_block_only():
+    from cortex._fit import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before

@@ -1,5 +1,5 @@
-"""What every small training loop in cortex shares: an optimizer step and early stopping on a
-validation loss that keeps the best weights.
+"""What every small training loop in cortex shares: an optimizer step, early stopping on a
+validation loss that keeps the best weights, and a thread count that holds for one run.
 
 The loops themselves differ on purpose (epochs over windows for the anomaly autoencoder, sampled
 minibatches for the design surrogate, epochs with a sparse optimizer for the router), so only these
@@ -8,12 +8,26 @@ two pieces are shared, not a trainer.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-__all__ = ["BestWeights", "optimizer_step"]
+__all__ = ["BestWeights", "optimizer_step", "torch_threads"]
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(threads)`` and put the previous count back after
+    (``None``: leave it). Small models train fastest on one thread; the caller's setting is its own."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def optimizer_step(loss: torch.Tensor, optimizers: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cortex._fit import torch_threads
 from cortex.design.acquisition import DesignObjective
 from cortex.design.blackbox import BlackBox
 from cortex.design.lambo2 import LaMBO2Config
@@ -267,12 +268,8 @@ def run_design_job(
     ``on_ga`` gets the GA's best-so-far curve ``[budget]`` before LaMBO-2 starts.
     Running again with the same ``out_dir`` resumes the LaMBO-2 history found there.
     """
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         return _run(config, on_round, on_stage or (lambda _msg: None), on_ga)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _run(config: DesignJobConfig, on_round, stage, on_ga) -> DesignJobResult:

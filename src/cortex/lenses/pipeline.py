@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import re
 import statistics
-from pathlib import Path
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from cortex._fit import torch_threads
 from cortex.errors import ConfigError, PackError
 from cortex.hub.entry import RegistryEntry
 from cortex.hub.registry import Registry
@@ -154,16 +155,19 @@ def train_lens_pack(
 
     ``model`` may be ``minilm``, the packaged encoder (registered on first use).
     """
+    with torch_threads(threads or None):
+        return _train_lens_pack(model, concepts, cfg or LensTrainingConfig(), concept_filter, name,
+                                registry or Registry(), progress)
+
+
+def _train_lens_pack(model: str, concepts: str, cfg: LensTrainingConfig, concept_filter: str | None,
+                     name: str | None, reg: Registry, progress: Progress | None) -> TrainReport:
     from cortex.hub.bundled import ensure_bundled
     from cortex.hub.loading import load_model
     from cortex.lenses.concepts.store import load_concept_pack
     from cortex.lenses.concepts.wordnet import WordNet
     from cortex.lenses.dataset import build_dataset
 
-    cfg = cfg or LensTrainingConfig()
-    reg = registry or Registry()
-    if threads:
-        torch.set_num_threads(threads)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     say = progress or (lambda msg, frac: None)

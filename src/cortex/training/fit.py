@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from cortex._fit import torch_threads
 from cortex._validate import Problems
 from cortex.errors import ConfigError
 from cortex.tasks import Task, build_tasks
@@ -259,13 +260,8 @@ def run_training(tree, tasks: Sequence[Task], datamodule, settings: TrainSetting
     (resuming if asked), validates the final weights and returns a :class:`FitResult`.
     """
     start = time.perf_counter()
-    threads = torch.get_num_threads()
-    if settings.num_threads is not None:
-        torch.set_num_threads(settings.num_threads)
-    try:
+    with torch_threads(settings.num_threads):
         return _run(tree, tasks, datamodule, settings, callbacks, start)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(tree, tasks, datamodule, settings: TrainSettings, callbacks: Iterable, start: float) -> FitResult:
