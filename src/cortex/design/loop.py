@@ -31,10 +31,11 @@ import numpy as np
 import torch
 
 from cortex._atomic import write_parquet_atomic
+from cortex._extras import require
 from cortex.design.acquisition import DesignObjective, _split
 from cortex.design.blackbox import BlackBox, sequence_keys
 from cortex.design.lambo2 import FeasibilityFn, LaMBO2, LaMBO2Config
-from cortex.design.proposals import crossover, farthest_first, trust_region
+from cortex.design.proposals import crossover, elite, farthest_first, offspring, trust_region
 from cortex.design.surrogate import DesignData, FitReport, SurrogateSettings, fit_surrogate
 from cortex.design.transitions import TransitionSupport
 from cortex.errors import DesignError
@@ -72,6 +73,22 @@ class DesignLoopConfig:
             the earliest found, so a plateau is drained one neighbourhood at a time).
         support_prior: add the support's log weights of a candidate's pairs to its trust-region rank
             (unseen pairs cost ``log(support_unseen_prob)`` each), a learned prior on feasibility.
+        evolution_fraction: share of each batch from genetic-algorithm offspring of the elite (uniform
+            crossover and mutation, as :class:`~cortex.design.baselines.GeneticAlgorithm` breeds), with
+            children holding a pair the transition support forbids dropped, deduplicated against the
+            history and ranked as ``evolution_rank`` says (0: none).
+        evolution_elite: best feasible designs (first objective, ties at random) the offspring come from.
+        evolution_mutation_rate: expected mutated positions per child.
+        evolution_crossover_prob: per-position chance a child takes the second parent's state.
+        evolution_candidates: children bred per design wanted (the rank picks among them).
+        evolution_rank: ``acquisition`` (the surrogate plus the support prior), ``prior`` (fewest pairs the
+            support has not seen first, ties at random) or ``random``.
+        portfolio: ``fixed``: the sources keep their configured shares; ``adaptive``: the trust region's and
+            the offspring's shares (together as configured) are re-split each round in proportion to how
+            often each source's designs beat their parent over the last ``portfolio_window`` rounds
+            (``(wins + 1) / (sent + 2)``), each keeping at least ``portfolio_min_share`` of the split.
+        portfolio_window: rounds the adaptive portfolio looks back.
+        portfolio_min_share: least share of the adaptive split a source keeps (so it can show it improved).
         lambo: :class:`~cortex.design.lambo2.LaMBO2Config`.
         surrogate: :class:`~cortex.design.surrogate.SurrogateSettings`.
     """
@@ -94,6 +111,15 @@ class DesignLoopConfig:
     trust_region_repair: bool = True
     trust_region_rank: str = "acquisition"
     parent_rotation: bool = True
+    evolution_fraction: float = 0.0
+    evolution_elite: int = 4
+    evolution_mutation_rate: float = 1.0
+    evolution_crossover_prob: float = 0.2
+    evolution_candidates: int = 8
+    evolution_rank: str = "acquisition"
+    portfolio: str = "fixed"
+    portfolio_window: int = 10
+    portfolio_min_share: float = 0.1
     lambo: LaMBO2Config = field(default_factory=LaMBO2Config)
     surrogate: SurrogateSettings = field(default_factory=SurrogateSettings)
 
@@ -112,13 +138,24 @@ class DesignLoopConfig:
             raise DesignError(f"trust_region_rank={self.trust_region_rank!r} is not one of acquisition, random.")
         if self.parent_selection not in ("best", "diverse"):
             raise DesignError(f"parent_selection={self.parent_selection!r} is not one of best, diverse.")
-        for name in ("trust_region_fraction", "crossover_fraction"):
+        for name in ("trust_region_fraction", "crossover_fraction", "evolution_fraction", "evolution_crossover_prob",
+                     "portfolio_min_share"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
                 raise DesignError(f"{name}={value!r} must be in [0, 1].")
-        if self.trust_region_fraction + self.crossover_fraction > 1.0:
-            raise DesignError(f"trust_region_fraction + crossover_fraction = "
-                              f"{self.trust_region_fraction + self.crossover_fraction} exceeds 1.")
+        if self.shared_fraction > 1.0 + 1e-9:
+            raise DesignError(f"trust_region_fraction + crossover_fraction + evolution_fraction = "
+                              f"{self.shared_fraction} exceeds 1.")
+        for name in ("evolution_elite", "evolution_candidates", "portfolio_window"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise DesignError(f"{name}={value!r} must be an integer >= 1.")
+        if not (isinstance(self.evolution_mutation_rate, (int, float)) and self.evolution_mutation_rate > 0):
+            raise DesignError(f"evolution_mutation_rate={self.evolution_mutation_rate!r} must be > 0.")
+        if self.evolution_rank not in ("acquisition", "prior", "random"):
+            raise DesignError(f"evolution_rank={self.evolution_rank!r} is not one of acquisition, prior, random.")
+        if self.portfolio not in ("fixed", "adaptive"):
+            raise DesignError(f"portfolio={self.portfolio!r} is not one of fixed, adaptive.")
         if isinstance(self.trust_region_parents, bool) or not isinstance(self.trust_region_parents, int) \
                 or self.trust_region_parents < 1:
             raise DesignError(f"trust_region_parents={self.trust_region_parents!r} must be an integer >= 1.")
@@ -137,6 +174,11 @@ class DesignLoopConfig:
     @property
     def chains(self) -> int:
         return self.num_chains if self.num_chains is not None else 2 * self.batch_size
+
+    @property
+    def shared_fraction(self) -> float:
+        """Share of a batch taken by the trust region, crossover and offspring (the chains fill the rest)."""
+        return self.trust_region_fraction + self.crossover_fraction + self.evolution_fraction
 
 
 @dataclass
@@ -286,8 +328,11 @@ class DesignLoop:
         self.support = TransitionSupport(len(alphabet), config.support_unseen_prob)
         self.lambo.support = self.support
         self._support_count = 0  # history records already added to the support
-        self.proposal_sources: dict[str, int] = {}
-        self.parent_uses: dict[bytes, int] = {}  # trust-region parent -> proposals drawn from it  # source -> designs sent (trust_region, crossover, chains)
+        self.proposal_sources: dict[str, int] = {}  # source -> designs proposed (trust_region, evolution, ...)
+        self.parent_uses: dict[bytes, int] = {}  # trust-region parent -> proposals drawn from it
+        # proposal key -> (source, its parent's value); after evaluation, per-round (source -> [sent, wins])
+        self._pending: dict[bytes, tuple[str, float]] = {}
+        self.source_record: list[dict[str, list[int]]] = []
         self.next_round = 1
         self.fitted = False
         if self.history_path is not None and self.history_path.exists():
@@ -397,6 +442,7 @@ class DesignLoop:
                 break  # the chains found nothing new: the search has converged
             before = self.black_box.evaluations
             result = self._evaluate(proposals, rnd)
+            self._credit(proposals, result)
             reports.append(self._report(rnd, result, before, time.perf_counter() - start, fit))
             self.save()
             if on_round is not None:
@@ -447,8 +493,9 @@ class DesignLoop:
     def propose(self, n: int) -> torch.Tensor:
         """Up to ``n`` new designs ``[n, L]`` the black box has not seen.
 
-        The trust region and crossover take their shares of the batch first (best acquisition first);
-        LaMBO-2's diffusion chains fill the rest, and the trust region tops up what the chains leave.
+        The trust region, crossover and offspring take their shares of the batch first (see
+        :meth:`shares`); LaMBO-2's diffusion chains fill the rest, and the trust region (then the
+        offspring) top up what the chains leave.
         """
         cfg = self.config
         data = self.data()
@@ -460,35 +507,123 @@ class DesignLoop:
         chosen: list[torch.Tensor] = []
         keys: set[bytes] = set()
 
-        def take(ranked: torch.Tensor, scores: torch.Tensor, limit: int, source: str) -> None:
+        def take(ranked_scores: tuple, limit: int, source: str) -> None:
+            # (ranked, scores) or (ranked, scores, the value of each one's parent)
+            ranked, scores = ranked_scores[:2]
             if len(ranked) == 0:
                 return
             novel = ~self.black_box.seen(ranked)
-            for row, score, key, ok in zip(ranked, scores.tolist(), sequence_keys(ranked), novel.tolist()):
+            refs = ranked_scores[2].tolist() if len(ranked_scores) > 2 else [math.nan] * len(ranked)
+            for row, score, key, ok, ref in zip(ranked, scores.tolist(), sequence_keys(ranked), novel.tolist(), refs):
                 if len(chosen) >= limit:
                     break
                 if ok and key not in keys:
                     keys.add(key)
                     chosen.append(row)
                     self.acquisition_values[key] = score
+                    self._pending[key] = (source, ref)
                     self.proposal_sources[source] = self.proposal_sources.get(source, 0) + 1
 
-        n_tr = round(cfg.trust_region_fraction * n)
-        n_x = round(cfg.crossover_fraction * n)
-        region = self._trust_region(data, states, acquisition) if n_tr else None
-        if n_tr:
-            take(*region, n_tr, "trust_region")
-        if n_x:
-            take(*self._crossover(parents, acquisition, 4 * n_x), len(chosen) + n_x, "crossover")
-        if cfg.trust_region_fraction + cfg.crossover_fraction < 1.0:
+        share = self.shares(n)
+        region = self._trust_region(data, states, acquisition) if share["trust_region"] else None
+        if share["trust_region"]:
+            take(region, share["trust_region"], "trust_region")
+        if share["crossover"]:
+            take(self._crossover(parents, acquisition, 4 * share["crossover"]), len(chosen) + share["crossover"],
+                 "crossover")
+        brood = self._evolution(data, states, acquisition, share["evolution"]) if share["evolution"] else None
+        if brood is not None:
+            take(brood, len(chosen) + share["evolution"], "evolution")
+        if cfg.shared_fraction < 1.0:
             chains = parents[torch.arange(cfg.chains) % len(parents)]
             for _ in range(cfg.max_attempts):
                 if len(chosen) >= n:
                     break
-                take(*self._chains(chains, acquisition), n, "chains")
-        if len(chosen) < n and region is not None:
-            take(*region, n, "trust_region")
+                take(self._chains(chains, acquisition), n, "chains")
+        for topup in (region, brood):
+            if len(chosen) < n and topup is not None:
+                take(topup, n, "trust_region" if topup is region else "evolution")
         return torch.stack(chosen) if chosen else states.new_zeros(0, self.length)
+
+    def shares(self, n: int) -> dict[str, int]:
+        """Designs of a batch of ``n`` per source: ``trust_region``, ``crossover``, ``evolution``.
+
+        ``portfolio="adaptive"`` re-splits the trust region's and the offspring's joint share by each
+        source's recent rate of designs that beat their parent (see :class:`DesignLoopConfig`).
+        """
+        cfg = self.config
+        fractions = {"trust_region": cfg.trust_region_fraction, "crossover": cfg.crossover_fraction,
+                     "evolution": cfg.evolution_fraction}
+        if cfg.portfolio == "adaptive" and cfg.trust_region_fraction > 0 and cfg.evolution_fraction > 0:
+            joint = cfg.trust_region_fraction + cfg.evolution_fraction
+            rates = {s: self.win_rate(s) for s in ("trust_region", "evolution")}
+            total = sum(rates.values())
+            split = {s: max(r / total, cfg.portfolio_min_share) for s, r in rates.items()}
+            norm = sum(split.values())
+            fractions.update({s: joint * v / norm for s, v in split.items()})
+        return {s: round(f * n) for s, f in fractions.items()}
+
+    def win_rate(self, source: str) -> float:
+        """``(wins + 1) / (sent + 2)`` of ``source`` over the last ``portfolio_window`` rounds: a win is a
+        design whose value beat its parent's (first objective)."""
+        sent = wins = 0
+        for record in self.source_record[-self.config.portfolio_window:]:
+            s, w = record.get(source, (0, 0))
+            sent, wins = sent + s, wins + w
+        return (wins + 1) / (sent + 2)
+
+    def _credit(self, proposals: torch.Tensor, result) -> None:
+        """Record, per source, how many designs this round sent and how many beat their parent."""
+        record: dict[str, list[int]] = {}
+        sign = -1.0 if self.objective.objectives[0] in self.objective.minimize else 1.0
+        for key, sent, value in zip(sequence_keys(proposals), result.sent.tolist(), result.values.tolist()):
+            source, ref = self._pending.pop(key, ("", math.nan))
+            if not sent or not source:
+                continue
+            counts = record.setdefault(source, [0, 0])
+            counts[0] += 1
+            counts[1] += int(math.isfinite(value) and math.isfinite(ref) and sign * value > sign * ref)
+        self._pending.clear()
+        self.source_record.append(record)
+
+    def _evolution(self, data: DesignData, states: torch.Tensor, acquisition,
+                   n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Offspring of the elite (see :func:`offspring`): ``(children, scores, parent values)``, best first.
+
+        Children with a pair the support forbids, copies of each other and designs already evaluated are
+        dropped before the rank, so no evaluation goes to a design the history already rules out.
+        """
+        cfg = self.config
+        mutable = self.is_mutable if self.is_mutable is not None else torch.ones(self.length, dtype=torch.bool)
+        feasible = torch.nonzero(data.feasible).flatten()
+        value = data.values[feasible, 0].float()
+        if self.objective.objectives[0] in self.objective.minimize:
+            value = -value
+        top = elite(value, cfg.evolution_elite, self.generator)
+        parents, parent_values = states[feasible[top]], data.values[feasible[top], 0].float()
+        p_mut = min(cfg.evolution_mutation_rate / max(int(mutable.sum()), 1), 0.5)
+        children, first = offspring(parents, cfg.evolution_candidates * max(n, 1), mutable,
+                                    self.support.num_states, mutation_prob=p_mut,
+                                    crossover_prob=cfg.evolution_crossover_prob, generator=self.generator)
+        keep = self.support.plausible(children)
+        if len(children):
+            keep &= ~self.black_box.seen(children)
+        children, first = children[keep], first[keep]
+        if len(children):
+            _, inverse = torch.unique(children, dim=0, return_inverse=True)
+            firsts = torch.full((int(inverse.max()) + 1,), len(children), dtype=torch.long)
+            firsts = firsts.scatter_reduce(0, inverse, torch.arange(len(children)), reduce="amin").sort().values
+            children, first = children[firsts], first[firsts]
+        if cfg.evolution_rank == "acquisition":
+            feasible_rows = self.lambo.feasible(children) if len(children) else torch.zeros(0, dtype=torch.bool)
+            children, first = children[feasible_rows], first[feasible_rows]
+            ranked, scores, order = self._rank(children, acquisition, with_order=True)
+            return ranked, scores, parent_values[first[order]]
+        order = torch.randperm(len(children), generator=self.generator)
+        if cfg.evolution_rank == "prior" and len(children):
+            unseen = (~self.support.allowed[children[:, :-1], children[:, 1:]]).sum(-1)
+            order = order[torch.argsort(unseen[order], stable=True)]
+        return children[order], torch.full((len(children),), math.nan), parent_values[first[order]]
 
     def _chains(self, chains: torch.Tensor, acquisition) -> tuple[torch.Tensor, torch.Tensor]:
         """LaMBO-2 candidates from ``chains``, ranked as ``config.selection`` says."""
@@ -502,11 +637,17 @@ class DesignLoop:
             scores = torch.cat([result.scores[moved][order], scores])
         return ranked, scores
 
-    def _rank(self, candidates: torch.Tensor, acquisition) -> tuple[torch.Tensor, torch.Tensor]:
-        """Candidates best first by acquisition (plus the support's log prior), keeping feasible ones."""
+    def _rank(self, candidates: torch.Tensor, acquisition, with_order: bool = False):
+        """Candidates best first by acquisition (plus the support's log prior), keeping feasible ones.
+
+        Returns ``(ranked, scores)``, and the order as indices into ``candidates`` with ``with_order``
+        (the caller has then already kept only the feasible ones).
+        """
         if len(candidates) == 0:
-            return candidates, torch.zeros(0)
-        candidates = candidates[self.lambo.feasible(candidates)]
+            return (candidates, torch.zeros(0), torch.zeros(0, dtype=torch.long)) if with_order \
+                else (candidates, torch.zeros(0))
+        if not with_order:
+            candidates = candidates[self.lambo.feasible(candidates)]
         scores = torch.cat([self.lambo.score(chunk, acquisition) for chunk in candidates.split(4096)]) \
             if len(candidates) else torch.zeros(0)
         rank_by = scores
@@ -514,10 +655,12 @@ class DesignLoop:
             w = self.support.log_weights()
             rank_by = scores + w[candidates[:, :-1], candidates[:, 1:]].sum(-1)
         order = torch.argsort(rank_by, descending=True, stable=True)
-        return candidates[order], scores[order]
+        return (candidates[order], scores[order], order) if with_order else (candidates[order], scores[order])
 
-    def _trust_region(self, data: DesignData, states: torch.Tensor, acquisition) -> tuple[torch.Tensor, torch.Tensor]:
-        """Single edits and window-repaired doubles of the best designs, ranked (see :func:`trust_region`).
+    def _trust_region(self, data: DesignData, states: torch.Tensor,
+                      acquisition) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Single edits and window-repaired doubles of the best designs, ranked (see :func:`trust_region`):
+        ``(candidates, scores, parent values)``.
 
         Parents are the best feasible designs (first objective), the least used first among equal
         values: on a plateau the search walks over the equally good designs instead of draining one
@@ -532,16 +675,21 @@ class DesignLoop:
             value = -value
         order = np.lexsort((np.arange(len(keys)), uses, -value))[: self.config.trust_region_parents]
         top = states[feasible[torch.as_tensor(order)]]
-        cands, _ = trust_region(top, mutable, self.support, self.black_box.seen,
+        parent_values = data.values[feasible[torch.as_tensor(order)], 0].float()
+        cands, owner = trust_region(top, mutable, self.support, self.black_box.seen,
                                 max_candidates=self.config.trust_region_candidates, generator=self.generator,
                                 repair_doubles=self.config.trust_region_repair)
         share = max(1, round(self.config.trust_region_fraction * self.config.batch_size / len(top)))
         for i in order:
             self.parent_uses[keys[i]] = self.parent_uses.get(keys[i], 0) + share
         if self.config.trust_region_rank == "random":
-            cands = cands[torch.randperm(len(cands), generator=self.generator)]
-            return cands, torch.full((len(cands),), math.nan)
-        return self._rank(cands, acquisition)
+            perm = torch.randperm(len(cands), generator=self.generator)
+            return cands[perm], torch.full((len(cands),), math.nan), parent_values[owner[perm]]
+        if len(cands):
+            ok = self.lambo.feasible(cands)
+            cands, owner = cands[ok], owner[ok]
+        ranked, scores, order = self._rank(cands, acquisition, with_order=True)
+        return ranked, scores, parent_values[owner[order]]
 
     def _crossover(self, parents: torch.Tensor, acquisition, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         mutable = self.is_mutable if self.is_mutable is not None else torch.ones(self.length, dtype=torch.bool)
@@ -585,6 +733,7 @@ def _pareto_ranks(values: torch.Tensor, max_layers: int | None = None) -> torch.
 
     Equal value vectors share a layer. Rows past ``max_layers`` layers get rank ``max_layers``.
     """
+    require("botorch", "design")
     from botorch.utils.multi_objective.pareto import is_non_dominated
 
     if values.shape[1] == 1:  # one objective: the layers are the distinct values, best first

@@ -173,3 +173,44 @@ def crossover(
     lp = torch.zeros(n, L, support.num_states) if log_probs is None else log_probs[a]
     decoded, ok = joint_decode(lp, mask, child, support.log_weights(), generator)
     return decoded[ok]
+
+
+def elite(values: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.LongTensor:
+    """Indices of the ``n`` best of ``values [N]`` (maximized), ties broken at random.
+
+    Random ties let equally good designs share the places, so a population on a plateau drifts over it
+    (as the genetic algorithm's quantile survival does) instead of sticking to the earliest found.
+    """
+    shuffle = torch.randperm(len(values), generator=generator)
+    order = torch.argsort(values[shuffle], descending=True, stable=True)
+    return shuffle[order[:n]]
+
+
+def offspring(
+    parents: torch.LongTensor,
+    n: int,
+    mutable: torch.BoolTensor,
+    num_states: int,
+    *,
+    mutation_prob: float,
+    crossover_prob: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.LongTensor, torch.LongTensor]:
+    """``n`` genetic-algorithm children of ``parents [P, L]``: uniform crossover, then uniform mutation.
+
+    Each child copies a random parent ``a``, takes each position from a second random parent with
+    probability ``crossover_prob``, then redraws each mutable position uniformly with probability
+    ``mutation_prob`` (the scheme of :class:`~cortex.design.baselines.GeneticAlgorithm`). Immutable
+    positions keep parent ``a``'s state. Returns ``(children [n, L], first_parent [n])``; children may
+    repeat a parent or each other (the caller deduplicates and filters them).
+    """
+    P, L = parents.shape
+    if P == 0 or n < 1:
+        return parents[:0], torch.zeros(0, dtype=torch.long)
+    a = torch.randint(P, (n,), generator=generator)
+    b = torch.randint(P, (n,), generator=generator)
+    child = torch.where(torch.rand(n, L, generator=generator) < crossover_prob, parents[b], parents[a])
+    child = torch.where(mutable[None], child, parents[a])
+    mutate = (torch.rand(n, L, generator=generator) < mutation_prob) & mutable[None]
+    child = torch.where(mutate, torch.randint(num_states, (n, L), generator=generator), child)
+    return child, a
