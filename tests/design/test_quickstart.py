@@ -71,6 +71,12 @@ def test_config_errors_name_the_field():
         DesignJobConfig.from_dict({"lamb": {}})
     with pytest.raises(ConfigError, match="kl_weight"):
         DesignJobConfig.from_dict({"lambo": {"kl_weight": 2.0}})
+    # every problem of every section at once, each kept on the error as data
+    with pytest.raises(ConfigError) as err:
+        DesignJobConfig.from_dict({"problem": {"initial_designs": 0}, "tree": {"widht": 3, "width": -1},
+                                   "loop": {"batch_size": 0}, "threads": 0})
+    fields = [p.field for p in err.value.problems]
+    assert fields == ["problem.initial_designs", "tree.widht", "tree.width", "threads", "loop"], fields
     with pytest.raises(ConfigError, match="--evaluations 100 must exceed"):
         quickstart_config(evaluations=100)
     assert main(["design", "--config", "/nonexistent/design.yaml"]) == 1

@@ -28,6 +28,17 @@ import numpy as np
 import torch
 
 from cortex._fit import torch_threads
+from cortex._validate import (
+    Problems,
+    build_dataclass,
+    check_bool,
+    check_choice,
+    check_known_keys,
+    check_non_empty,
+    check_number,
+    check_positive,
+    check_type,
+)
 from cortex.design.acquisition import DesignObjective
 from cortex.design.blackbox import BlackBox
 from cortex.design.lambo2 import LaMBO2Config
@@ -65,10 +76,14 @@ class ProblemConfig:
     initial_designs: int = 128
 
     def __post_init__(self) -> None:
-        if self.kind != "ehrlich":
-            raise ConfigError.bad_choice("problem.kind", self.kind, ["ehrlich"])
-        if isinstance(self.initial_designs, bool) or not isinstance(self.initial_designs, int) or self.initial_designs < 1:
-            raise ConfigError(f"problem.initial_designs={self.initial_designs!r} must be an integer >= 1.")
+        problems = Problems()
+        check_choice("problem.kind", self.kind, ["ehrlich"], problems)
+        check_type("problem.variant", self.variant, (str,), problems)
+        check_number("problem.epistasis_factor", self.epistasis_factor, problems, low=0)
+        check_number("problem.noise_std", self.noise_std, problems, low=0)
+        check_type("problem.random_seed", self.random_seed, (int,), problems)
+        check_positive("problem.initial_designs", self.initial_designs, problems)
+        problems.raise_if_any("design config section 'problem'")
 
     def build(self):
         """The :class:`~cortex.design.test_functions.Ehrlich` function."""
@@ -92,10 +107,13 @@ class TreeSettings:
     feasibility_leaf: bool = True
 
     def __post_init__(self) -> None:
+        problems = Problems()
         for name in ("ensemble_size", "width", "kernel_size", "num_blocks"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"tree.{name}={value!r} must be an integer >= 1.")
+            check_positive(f"tree.{name}", getattr(self, name), problems)
+        if self.source is not None:
+            check_non_empty("tree.source", self.source, problems)
+        check_bool("tree.feasibility_leaf", self.feasibility_leaf, problems)
+        problems.raise_if_any("design config section 'tree'")
 
 
 # The `loop` section is DesignLoopConfig's round structure: its fields except the nested `lambo` and
@@ -128,42 +146,54 @@ class DesignJobConfig:
     threads: int = 1
 
     def __post_init__(self) -> None:
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
-            raise ConfigError(f"threads={self.threads!r} must be an integer >= 1 (1 is fastest for small trees).")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ConfigError(f"seed={self.seed!r} must be an integer.")
+        problems = Problems()
+        self._check(problems)
+        problems.raise_if_any("design config")
+
+    def _check(self, problems: Problems) -> None:
+        check_positive("threads", self.threads, problems)  # 1 is fastest for small trees
+        check_type("seed", self.seed, (int,), problems)
+        check_non_empty("out_dir", self.out_dir, problems)
+        check_bool("compare_ga", self.compare_ga, problems)
+        if self.register_as is not None:
+            check_non_empty("register_as", self.register_as, problems)
         try:
             self.loop_config()  # the loop section validates through DesignLoopConfig, before anything heavy
         except DesignError as err:
-            raise ConfigError(f"design config section 'loop': {err}") from None
+            problems.add(f"design config section 'loop': {err}", "loop")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "DesignJobConfig":
-        """Parse nested dicts (e.g. a Hydra/YAML config); unknown keys raise :class:`ConfigError` naming them."""
+        """Parse nested dicts (e.g. a Hydra/YAML config). Every problem of every section (unknown keys
+        with the closest known one, values out of range) is reported in one :class:`ConfigError`."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"A design config must be a mapping of sections; got {type(data).__name__}.")
-        sections = {f.name: f for f in dataclasses.fields(cls)}
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in sections:
-                raise ConfigError.unknown_key(key, sections, "design config")
-            target = _SECTION_TYPES.get(key)
-            if target is None:
-                kwargs[key] = value
-                continue
+        problems = Problems()
+        check_known_keys("design config", data, {f.name for f in dataclasses.fields(cls)}, problems)
+        kwargs: dict[str, Any] = {k: v for k, v in data.items() if k not in _SECTION_TYPES and k in cls._fields()}
+        for key, target in _SECTION_TYPES.items():
+            value = data.get(key)
             if value is None:
                 continue
             if not isinstance(value, Mapping):
-                raise ConfigError(f"design config section {key!r} must be a mapping; got {value!r}.")
-            known = {f.name for f in dataclasses.fields(target)}
-            for sub in value:
-                if sub not in known:
-                    raise ConfigError.unknown_key(sub, known, key)
+                problems.add(f"design config section {key!r} must be a mapping; got {value!r}.", key, value)
+                continue
             try:
-                kwargs[key] = target(**dict(value))
-            except DesignError as err:
-                raise ConfigError(f"design config section {key!r}: {err}") from None
-        return cls(**kwargs)
+                kwargs[key] = build_dataclass(target, value, key, problems)
+            except ConfigError as err:
+                problems.extend(err.problems)
+            except DesignError as err:  # LaMBO2Config / SurrogateSettings validate with DesignError
+                problems.add(f"design config section {key!r}: {err}", key)
+        try:  # sections that failed above are left at their defaults, so the rest is still checked
+            job = cls(**kwargs)
+        except ConfigError as err:
+            problems.extend(err.problems)
+        problems.raise_if_any("design config")
+        return job
+
+    @classmethod
+    def _fields(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
