@@ -19,7 +19,8 @@ def test_rag_index_query_context_outcome(repo, tmp_path, capsys):
     assert code == 0, out
     assert "4 added" in out and "skipped 3 (binary 1, encoding 1, too_large 1)" in out
 
-    code, out, _ = run(capsys, "rag", "index", str(repo), "--index-dir", idx, "--max-file-kb", "4")
+    # built with --precision auto, updated with fp32: the same model's vectors, so the index opens
+    code, out, _ = run(capsys, "rag", "index", str(repo), "--index-dir", idx, "--max-file-kb", "4", "--precision", "fp32")
     assert code == 0 and "0 added, 0 changed, 0 removed, 4 unchanged" in out and "0 embedded" in out
 
     code, out, _ = run(capsys, "rag", "query", "learning rate warmup", "-k", "2", "--index-dir", idx, "--json")
@@ -59,6 +60,8 @@ def test_rag_templates_and_errors(repo, tmp_path, capsys):
     assert code == 1 and "cortex rag index PATH" in err
     code, _, err = run(capsys, "rag", "index", str(tmp_path / "missing"), "--index-dir", str(tmp_path / "i2"))
     assert code == 1 and "is not a folder" in err
+    code, _, err = run(capsys, "rag", "index", str(repo), "--index-dir", str(tmp_path / "i3"), "--precision", "fp8")
+    assert code == 1 and "precision='fp8' is not one of auto, fp32, bf16" in err
 
 
 def test_rag_memory(capsys):

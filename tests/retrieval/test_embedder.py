@@ -4,16 +4,23 @@ import numpy as np
 import pytest
 
 from cortex.errors import ConfigError
-from cortex.retrieval.embedder import MiniLMEmbedder, TruncationWarning, minilm_path
+from cortex.retrieval.embedder import MiniLMEmbedder, TruncationWarning, minilm_path, native_bf16
+
+TEXTS = ["where are registry names validated", "def f(x): return x", "a", "Gaussian kernel lengthscale",
+         "the quick brown fox " * 3]
 
 
-def test_matches_sentence_transformers(embedder):
-    """Our mean-pool + L2 of the packaged MiniLM equals sentence-transformers' own pipeline."""
+@pytest.fixture(scope="module")
+def fp32():
+    return MiniLMEmbedder(precision="fp32")
+
+
+def test_matches_sentence_transformers(fp32):
+    """Our mean-pool + L2 of the packaged MiniLM (in float32) equals sentence-transformers' own pipeline."""
     from sentence_transformers import SentenceTransformer
 
-    texts = ["where are registry names validated", "def f(x): return x", "a", "Gaussian kernel lengthscale",
-             "the quick brown fox " * 3]
-    ours = embedder.embed(texts).vectors
+    texts = TEXTS
+    ours = fp32.embed(texts).vectors
     ref = SentenceTransformer(minilm_path(), device="cpu").encode(texts, normalize_embeddings=True)
     assert ours.shape == (5, 384) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, ref, atol=2e-5)
@@ -32,3 +39,27 @@ def test_ids_differ_by_limit_and_limits_are_checked():
     assert MiniLMEmbedder(max_tokens=128).id != MiniLMEmbedder().id
     with pytest.raises(ConfigError, match="max_tokens"):
         MiniLMEmbedder(max_tokens=1000)
+
+
+def test_bf16_vectors_match_fp32(fp32):
+    """bfloat16 autocast changes the vectors only by rounding: cosine > 0.999 to float32, also at the limit."""
+    texts = [*TEXTS, "def update(self, root):\n    " + "index.add(chunk) " * 150]  # > 256 tokens: truncated
+    bf16 = MiniLMEmbedder(precision="bf16")
+    assert bf16.uses_bf16 and not fp32.uses_bf16
+    got, ref = bf16.embed(texts, warn=False), fp32.embed(texts, warn=False)
+    assert got.vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got.vectors, axis=1), 1.0, rtol=1e-5)
+    assert (got.vectors * ref.vectors).sum(1).min() > 0.999
+    assert got.truncated.tolist() == ref.truncated.tolist() == [False] * 5 + [True]
+    assert bf16.id == fp32.id  # interchangeable: an index built with one is searched with the other
+
+
+def test_auto_precision_follows_the_cpu():
+    assert MiniLMEmbedder().uses_bf16 == native_bf16("cpu")
+    assert not native_bf16("cuda")  # auto means bf16 only on a CPU that has the instructions
+
+
+def test_every_bad_setting_is_reported_at_once():
+    with pytest.raises(ConfigError, match="2 problems") as err:
+        MiniLMEmbedder(max_tokens=1000, precision="fp16")
+    assert {p.field for p in err.value.problems} == {"max_tokens", "precision"}
