@@ -8,26 +8,33 @@ Splits (all carved from ``train.jsonl``; the project's kept-back test split is n
 * **held out**: ``--test-fraction`` of every master, drawn with ``--seed`` (default 20%, seed 0).
   Nothing is tuned on it; every figure below is on it.
 * **training part**: the rest. Each router carves its own validation split from it (early stopping,
-  temperature, kNN blend weight). The defaults of issue 16 (48 text tokens, last three layers,
-  lexical root, subject topics) were chosen on a separate split of this part (20%, seed 1).
+  temperature, kNN blend weight, the success head's check). The defaults of issue 16 (48 text tokens,
+  lexical root, subject topics, the shared hidden layer, the first 3 MiniLM layers pooled over the
+  last two, the success head's features) were chosen on a separate split of this part (20%, seed 1).
 
 Methods, one JSON line each:
 
-* ``router_new`` / ``router_old``: ``cortex route`` policy decisions with the int8 serving encoder (as
-  ``cortex route serve`` runs), plus the model's own figures; old = 256 text tokens, last layer, no
-  lexical root, no topics. ``int8_fp32_agreement``: share of identical top masters between the int8
-  and the fp32 encoder.
+* ``router_new`` / ``router_prev`` / ``router_old``: ``cortex route`` policy decisions with the int8
+  serving encoder (as ``cortex route serve`` runs), plus the model's own figures. new = the defaults
+  now (success head included); prev = the first issue-16 router (all 6 layers pooled over the last
+  three, MLP branches, success from the tree's leaf); old = before issue 16 (256 text tokens, last
+  layer, no lexical root, no topics, MLP branches). ``int8_fp32_agreement``: share of identical top
+  masters between the int8 and the fp32 encoder. ``success_auroc_tree_leaf``: the new router's tree
+  success leaf alone, for comparison with its success head.
 * ``knn10_minilm``: semantic-router style vote of the 10 nearest training prompts (MiniLM, 256 tokens,
   cosine). ``tfidf_lr``: TF-IDF (word 1-2 grams) + logistic regression.
 * success (``weak_correct``): AUROC of each router's predicted success; ``success_lr_minilm`` is logistic
-  regression on the same MiniLM features, ``knn_success`` the 10 neighbours' mean success. Cost/quality
-  as RouteLLM defines it (APGR, strong calls for 50% / 80% of the gap).
+  regression on the same MiniLM features, ``knn_success`` the 10 neighbours' mean success,
+  ``success_lr_same_features`` logistic regression on exactly the new success head's features (fitted
+  on the same training rows, leave-one-out neighbours). Cost/quality as RouteLLM defines it (APGR,
+  strong calls for 50% / 80% of the gap).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -70,7 +77,9 @@ def cost_quality(p_weak_fails: np.ndarray, weak: np.ndarray, strong: np.ndarray,
     return {"apgr": float(apgr), "strong_calls_50": calls_for(0.5), "strong_calls_80": calls_for(0.8)}
 
 
-OLD = {"max_text_tokens": 256, "text_layers": [-1], "lexical_buckets": 0, "topics": []}
+OLD = {"max_text_tokens": 256, "text_layers": [-1], "lexical_buckets": 0, "topics": [], "head_layout": "branch_mlp",
+       "hidden_dim": 256, "dropout": 0.5, "text_depth": 0}
+PREV = {"text_layers": [-3, -2, -1], "head_layout": "branch_mlp", "hidden_dim": 256, "dropout": 0.5, "text_depth": 0}
 
 
 def load(path: str, test_fraction: float, seed: int):
@@ -92,25 +101,57 @@ def load(path: str, test_fraction: float, seed: int):
     return masters, frame.iloc[tr].reset_index(drop=True), frame.iloc[te].reset_index(drop=True)
 
 
-def router_line(name: str, res, train_s: float, train, test, masters) -> dict:
+def router_line(name: str, res, train_s: float, train, test, masters, with_head: bool) -> dict:
     """Held-out figures of a trained router, served with the int8 encoder, plus fp32 agreement."""
     from cortex.routing.evaluation import evaluate_router, frame_features
+    from cortex.routing.metrics import auroc
     from cortex.routing.policy import PolicyConfig
     from cortex.routing.router import Router
 
-    router = Router(res.model, PolicyConfig(knn_weight=res.knn_weight), None, res.knn)
+    router = Router(res.model, PolicyConfig(knn_weight=res.knn_weight), None, res.knn,
+                    success=res.success if with_head else None)
     ctx = np.full((len(test), len(res.model.config.context_features)), np.nan)
     texts = test["text"].tolist()
     fp32 = router.predict(frame_features(router, test), ctx, texts).probs.argmax(1)
     router.quantize()
     rep = evaluate_router(router, test, latency_n=0)
-    int8 = router.predict(frame_features(router, test), ctx, texts)
+    int8_feats = frame_features(router, test)
+    int8 = router.predict(int8_feats, ctx, texts)
     weak, strong = test["success"].to_numpy(), test["strong"].to_numpy()
-    s = int8.success[np.arange(len(test)), [router.masters.index(m) for m in test["label"]]]
+    handled = [router.masters.index(m) for m in test["label"]]
+    s = int8.success[np.arange(len(test)), handled]
+    import torch
+
+    leaf = res.model.predict(torch.from_numpy(int8_feats), torch.from_numpy(ctx).float(),
+                             res.model.lexical_bags(texts)).success[np.arange(len(test)), handled]
     return {"method": name, **{k: rep.to_dict()[k] for k in ("accuracy", "macro_f1", "model_accuracy", "ece",
                                                                 "success_auroc", "fallback_rate")},
+            "success_auroc_tree_leaf": auroc(weak.astype(bool), leaf), "success_head": router.success is not None,
             "int8_fp32_agreement": float((fp32 == int8.probs.argmax(1)).mean()), "train_s": round(train_s, 1),
             **cost_quality(1.0 - s, weak, strong), "val": res.validation}
+
+
+def success_same_features(res, train, test) -> dict:
+    """Logistic regression on the new success head's own features: fitted on the training rows with
+    leave-one-out neighbours (as the head), scored on the held-out rows with every training task in memory."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from cortex.routing.features import build_features, feature_cache
+    from cortex.routing.metrics import auroc
+    from cortex.routing.training import outcome_memory, success_rows
+
+    model = res.model
+    fs_tr, fs_te = (build_features(model, f, feature_cache(model)) for f in (train, test))
+    memory = outcome_memory(fs_tr, len(model.masters))
+    x, y = success_rows(memory, fs_tr, loo=True)
+    xt, yt = success_rows(memory, fs_te, loo=False)
+    scale = StandardScaler().fit(x)
+    p = LogisticRegression(max_iter=2000).fit(scale.transform(x), y).predict_proba(scale.transform(xt))[:, 1]
+    head = res.success.head.predict(xt)
+    return {"method": "success_lr_same_features", "success_auroc": auroc(yt.astype(bool), p),
+            "success_auroc_head_fp32": auroc(yt.astype(bool), head),
+            **cost_quality(1.0 - p, test["success"].to_numpy(), test["strong"].to_numpy())}
 
 
 def success_baselines(router, train, test) -> list[dict]:
@@ -154,17 +195,18 @@ def main() -> None:
     base = {"n_train": len(train), "n_test": len(test), "weak_acc": float(test["success"].mean()),
             "strong_acc": float(test["strong"].mean()), **machine()}
     results = {}
-    for name, kwargs in (("router_new", None), ("router_old", OLD)):
+    for name, kwargs in (("router_new", None), ("router_prev", PREV), ("router_old", OLD)):
         t0 = time.perf_counter()
         res = train_router(train, masters, model_kwargs=kwargs, train=TrainConfig(seed=args.seed))
         results[name] = res
-        print(json.dumps({**router_line(name, res, time.perf_counter() - t0, train, test, masters), **base}),
-              flush=True)
+        line = router_line(name, res, time.perf_counter() - t0, train, test, masters, with_head=name == "router_new")
+        print(json.dumps({**line, **base, "load_avg_1m": os.getloadavg()[0]}), flush=True)
+    print(json.dumps({**success_same_features(results["router_new"], train, test), **base}), flush=True)
     router = Router(results["router_new"].model, PolicyConfig())
     for name, figures in baseline_scores(router, train, test).items():
         print(json.dumps({"method": name, **figures, **base}), flush=True)
     for line in success_baselines(router, train, test):
-        print(json.dumps({**line, **base}), flush=True)
+        print(json.dumps({**line, **base, "load_avg_1m": os.getloadavg()[0]}), flush=True)
 
 
 if __name__ == "__main__":

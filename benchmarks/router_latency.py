@@ -1,5 +1,7 @@
 """Router decision latency on the dataset's real prompts, in-process and over HTTP, the router as it
-is now (``new``) beside the router before issue 16 (``old``: 256 text tokens, last layer, no lexical root).
+is now (``new``: first 3 MiniLM layers, 48 tokens, one tokenization, success head, kNN vote only when
+needed) beside the first issue-16 router (``prev``: all 6 layers, 48 tokens) and the router before
+issue 16 (``old``: 256 text tokens, last layer, no lexical root).
 
     python benchmarks/router_latency.py [--n 300] [--http-requests 600] [--clients 8]
 
@@ -165,7 +167,9 @@ def serve(home: str, router: str, quantize: bool) -> tuple[subprocess.Popen, str
     raise RuntimeError("server did not start in 300 s")
 
 
-OLD = {"max_text_tokens": 256, "text_layers": [-1], "lexical_buckets": 0, "topics": []}
+OLD = {"max_text_tokens": 256, "text_layers": [-1], "lexical_buckets": 0, "topics": [], "head_layout": "branch_mlp",
+       "hidden_dim": 256, "dropout": 0.5, "text_depth": 0}
+PREV = {"text_layers": [-3, -2, -1], "head_layout": "branch_mlp", "hidden_dim": 256, "dropout": 0.5, "text_depth": 0}
 
 
 def train_both(args, home: str) -> list[str]:
@@ -186,9 +190,10 @@ def train_both(args, home: str) -> list[str]:
                            topic_field="subject", masters=names).frame
     train_idx, test_idx = stratified_split(master_indices(frame["label"], names, "label"), 0.2, args.seed)
     rules = RuleSet.load(ROOT / "src" / "cortex" / "configs" / "router" / "rules.yaml", names)
-    for name, kwargs in (("new", None), ("old", OLD)):
+    for name, kwargs in (("new", None), ("prev", PREV), ("old", OLD)):
         res = train_router(frame.iloc[train_idx], masters, model_kwargs=kwargs, train=TrainConfig(seed=args.seed))
-        router = Router(res.model, PolicyConfig(knn_weight=res.knn_weight), rules, res.knn)
+        router = Router(res.model, PolicyConfig(knn_weight=res.knn_weight), rules, res.knn,
+                        success=res.success if name == "new" else None)
         register_router(router, name=name, registry=Registry(home))
     held = frame.iloc[test_idx]["text"].tolist()
     np.random.default_rng(args.seed).shuffle(held)
@@ -197,7 +202,7 @@ def train_both(args, home: str) -> list[str]:
 
 def http_lines(home: str, texts: list[str], clients: int) -> list[dict]:
     lines = []
-    for name in ("new", "old"):
+    for name in ("new", "prev", "old"):
         proc, url = serve(home, name, True)
         try:
             stats = asyncio.run(http_load(url, texts, clients))
@@ -227,10 +232,10 @@ def main() -> None:
     held = train_both(args, home)
     prompts = held[: args.n]
     reg = Registry(home)
-    routers = {"new_int8": Router.load(reg.path("new"), quantize=True), "new_fp32": Router.load(reg.path("new")),
-               "old_int8": Router.load(reg.path("old"), quantize=True), "old_fp32": Router.load(reg.path("old"))}
+    routers = {f"{n}_{e}": Router.load(reg.path(n), quantize=e == "int8") for n in ("new", "prev", "old")
+               for e in ("int8", "fp32")}
     agree = {}
-    for name in ("new", "old"):
+    for name in ("new", "prev", "old"):
         a, b = routers[f"{name}_fp32"].route_many(prompts), routers[f"{name}_int8"].route_many(prompts)
         agree[name] = float(np.mean([x.master == y.master for x, y in zip(a, b)]))
     lines = []

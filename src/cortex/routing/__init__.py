@@ -9,13 +9,13 @@ Main entry points::
     from cortex.routing import Router, train_router, evaluate_router
     report = ingest_labeled("train.jsonl", text_field="prompt", label_field="master")
     result = train_router(report.frame, masters)
-    router = Router(result.model, PolicyConfig(knn_weight=result.knn_weight), rules, result.knn)
+    router = Router(result.model, PolicyConfig(knn_weight=result.knn_weight), rules, result.knn, success=result.success)
     router.route("Fix the flaky CI test").master
 
 Modules: :mod:`.data` (ingestion, validation, parquet), :mod:`.masters`, :mod:`.rules`,
 :mod:`.context` (numeric context root), :mod:`.model` (RouterConfig/RouterModel on the NeuralTree),
 :mod:`.lexical` (hashed n-gram root), :mod:`.embedding_cache`, :mod:`.features`, :mod:`.encoder` (the fast serving path of the text root), :mod:`.training`, :mod:`.calibration`, :mod:`.metrics`,
-:mod:`.knn`, :mod:`.policy`, :mod:`.router`, :mod:`.evaluation`, :mod:`.loop`, :mod:`.workflow`, :mod:`.service`,
+:mod:`.knn`, :mod:`.success` (the success head), :mod:`.policy`, :mod:`.router`, :mod:`.evaluation`, :mod:`.loop`, :mod:`.workflow`, :mod:`.service`,
 :mod:`.prometheus`.
 """
 

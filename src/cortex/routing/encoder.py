@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from cortex.errors import RoutingError
-from cortex.routing.model import TEXT_ROOT, RouterModel, pool_layers
+from cortex.routing.model import TEXT_ROOT, RouterModel, encoder_batch, pool_layers, special_tokens
 
 # texts of different lengths: the trace must handle padding, batch sizes and lengths it was not made with
 _PROBE = (
@@ -51,7 +51,8 @@ class TextEncoder:
     """Pooled text features ``(N, H)`` of a router's text root, computed the fast way.
 
     Args:
-        model: the router whose text root (an ``hf`` root, pooling ``mean``, last layer) to serve.
+        model: the router whose text root (an ``hf`` root, pooling ``mean``, possibly shortened to
+            ``text_depth`` layers) to serve.
         quantize: int8 dynamic quantization of the backbone's linear layers (CPU; features move
             slightly, measured by ``benchmarks/router_latency.py`` as fp32/int8 agreement).
         trace: run a frozen TorchScript trace of the backbone (no Python per layer); falls back to
@@ -76,6 +77,7 @@ class TextEncoder:
             )
         self.tokenizer = model.text_tokenizer()
         self.max_len = model.config.max_text_tokens
+        self._special = special_tokens(self.tokenizer)
         self.quantized, self.traced, self.max_abs_error = quantize, False, 0.0
         backbone = copy.deepcopy(model.tree.roots[TEXT_ROOT].model).eval()
         backbone.requires_grad_(False)
@@ -132,4 +134,11 @@ class TextEncoder:
         """``(N, H)`` float32 pooled features of ``texts`` (truncated to the router's ``max_text_tokens``)."""
         with self._lock:
             ids, mask = self._tokenize(texts)
+        return self._run(ids, mask).float().numpy()
+
+    @torch.inference_mode()
+    def from_ids(self, word_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """The same features from word-piece ids already computed (:meth:`RouterModel.word_ids`), so a
+        decision tokenizes its text once for both the text and the lexical root."""
+        ids, mask = encoder_batch(word_ids, self.max_len, self._special)
         return self._run(ids, mask).float().numpy()

@@ -23,7 +23,7 @@ from cortex.routing.model import RouterConfig, RouterModel
 from cortex.routing.router import Router
 
 # the simple alternative a platform team would write: MiniLM at its full length, last layer, mean-pooled
-KNN_BASELINE = {"max_text_tokens": 256, "text_layers": [-1], "lexical_buckets": 0}
+KNN_BASELINE = {"max_text_tokens": 256, "text_layers": [-1], "lexical_buckets": 0, "text_depth": 0}
 
 
 @dataclass
@@ -142,6 +142,8 @@ def baseline_text_model(router: Router) -> RouterModel:
     :data:`KNN_BASELINE` settings); its features go through the shared disk cache."""
     cfg = router.model.config
     base = RouterConfig(masters=cfg.masters, text_source=cfg.text_source, **KNN_BASELINE)
+    if cfg.text_depth:  # the router runs a shortened encoder; the baseline runs the whole pretrained one
+        return RouterModel.from_pretrained_text(base)
     model = RouterModel(base)
     model.tree.roots.load_state_dict(router.model.tree.roots.state_dict())
     model.tree._tokenizers.update(router.model.tree._tokenizers)

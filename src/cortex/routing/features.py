@@ -16,6 +16,7 @@ from cortex.routing.context import frame_context
 from cortex.routing.embedding_cache import EmbeddingCache
 from cortex.routing.lexical import LexicalBags
 from cortex.routing.model import TEXT_ROOT, RouterModel
+from cortex.routing.success import text_statistics
 
 
 def text_root_fingerprint(model: RouterModel) -> str:
@@ -28,6 +29,8 @@ def text_root_fingerprint(model: RouterModel) -> str:
     spec = dict(model.config.tree["roots"][TEXT_ROOT])
     spec.pop("source", None)  # where it came from does not change what it computes
     spec["text_layers"] = list(model.config.text_layers)
+    if model.config.text_depth:  # (absent when 0, so features cached before the field existed stay valid)
+        spec["text_depth"] = model.config.text_depth
     h.update(json.dumps(spec, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.tree.roots[TEXT_ROOT].state_dict().items()):
         h.update(name.encode())
@@ -65,6 +68,7 @@ class FeatureSet:
             handled the task. success: ``(N,)`` 1/0/NaN. log_minutes: ``(N,)`` log(minutes) or NaN.
         log_tokens: ``(N,)`` log1p(tokens) or NaN. topics: ``(N,)`` topic index, -1 unknown.
         lexical: hashed n-gram bags of the texts (``None`` for a router without a lexical root).
+        text_stats: ``(N, 3)`` size statistics of the texts (:func:`~cortex.routing.success.text_statistics`).
     """
 
     text: torch.Tensor
@@ -75,6 +79,7 @@ class FeatureSet:
     log_minutes: torch.Tensor
     log_tokens: torch.Tensor
     topics: torch.Tensor
+    text_stats: torch.Tensor
     lexical: LexicalBags | None = None
 
     def __len__(self) -> int:
@@ -120,6 +125,7 @@ def build_features(
     else:
         text = np.concatenate([encode_texts(model, texts[i:i + 64]) for i in range(0, len(texts), 64)]) \
             if texts else np.zeros((0, model.text_dim), np.float32)
+    ids = model.word_ids(texts) if texts else []
     minutes = frame["minutes"].to_numpy(dtype=np.float64, copy=True)
     tokens = frame["tokens"].to_numpy(dtype=np.float64, copy=True)
     return FeatureSet(
@@ -131,5 +137,6 @@ def build_features(
         log_minutes=torch.as_tensor(np.log(minutes), dtype=torch.float32),
         log_tokens=torch.as_tensor(np.log1p(tokens), dtype=torch.float32),
         topics=torch.as_tensor(topic_indices(frame, model)),
-        lexical=model.lexical_bags(texts),
+        text_stats=torch.as_tensor(text_statistics(texts, [len(r) for r in ids])),
+        lexical=model.lexical_bags_from_ids(ids),
     )

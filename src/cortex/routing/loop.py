@@ -245,14 +245,16 @@ def retrain(
     train_frame = train_frame[~train_frame["task_id"].isin(set(window["task_id"]))].reset_index(drop=True)
     cfg = champion.model.config
     masters = [Master(m["name"], m.get("description", "")) for m in cfg.masters]
+    # the challenger keeps the champion's architecture (a router saved before a field existed reads its old default)
     model_kwargs = {k: getattr(cfg, k) for k in ("hidden_dim", "branch_dim", "num_layers", "dropout", "ensemble_size",
-                                                 "freeze_text", "max_text_tokens", "context_hidden")}
+                                                 "freeze_text", "max_text_tokens", "context_hidden", "head_layout",
+                                                 "text_depth", "text_layers", "lexical_buckets", "lexical_dim")}
     result: TrainResult = train_router(train_frame, masters, text_source=cfg.text_source, model_kwargs=model_kwargs,
                                        train=train, progress=progress)
     policy = champion.policy
     if champion.meta.get("knn_weight_from_validation"):  # the blend weight is learned, not a user setting
         policy = PolicyConfig.from_dict({**policy.to_dict(), "knn_weight": result.knn_weight})
-    challenger = Router(result.model, policy, champion.rules, result.knn,
+    challenger = Router(result.model, policy, champion.rules, result.knn, success=result.success,
                         meta={"knn_weight_from_validation": bool(champion.meta.get("knn_weight_from_validation"))})
     champ_report = evaluate_router(champion, window, latency_n=latency_n)
     chall_report = evaluate_router(challenger, window, latency_n=latency_n)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,8 @@ from cortex.routing.masters import check_master_names
 
 TEXT_ROOT = "text"
 OUTCOMES = ("success", "duration", "tokens")
+HEAD_LAYOUTS = ("shared_hidden", "branch_mlp")
+DEFAULT_TEXT_DEPTH = 3  # encoder layers a new router runs (MiniLM has 6): half the cost, -0.005 macro-F1 on tuning
 
 
 def default_text_source() -> str:
@@ -78,14 +81,25 @@ class RouterConfig(PreTrainedConfig):
         temperature_master / temperature_success: temperature-scaling constants fitted on held-out data.
         observed: outcome → per-master flags, True where training saw that outcome for that master.
         text_layers: hidden layers of the text encoder whose mean-pooled states are concatenated
-            (``[-1]``: the last only; ``None``: the last three, or all of a shallower encoder's); several
+            (``[-1]``: the last only; ``None``: the last two, or all of a shallower encoder's); several
             layers are mixed by a linear map before the trunk.
         lexical_buckets: hash buckets of the lexical root (0: no lexical root). lexical_dim: its width.
         topics: ``[{"name": ..., "master": ...}, ...]`` finer labels (e.g. subjects), each owned by one
             master; with them the master probabilities are sums of a topic classifier's.
 
-    Defaults (48 text tokens, the last three layers, lexical root, topics when the data has them) were chosen on a
-    validation split carved from the training part of the shared routing data (benchmarks/router_eval.py).
+        text_depth: run at most the text encoder's first ``text_depth`` layers (0: all of them); the
+            dropped layers are removed from the backbone, so serving, caching and saving see the
+            shorter encoder. ``text_layers`` then index its hidden states.
+        head_layout: ``shared_hidden`` (default for new routers): the trunk sum is the one hidden layer (GELU,
+            dropout) and every branch is a single linear map, so each leaf is a linear read-out of it;
+            ``branch_mlp``: each branch is an MLP of ``num_layers`` hidden layers of width ``branch_dim``
+            (the layout before issue 16; a saved config without this field is read as ``branch_mlp``).
+            Why: on the shared routing data, stacks of linear maps (text mix, trunk projection, branch
+            layers, leaf) trained unstably with Adam and lost 3-5 macro-F1 points to one hidden layer.
+
+    Defaults (48 text tokens, the last three layers, lexical root, topics when the data has them, the shared
+    hidden layer) were chosen on a validation split carved from the training part of the shared routing data
+    (benchmarks/router_eval.py).
     """
 
     model_type = "cortex_router"
@@ -95,10 +109,10 @@ class RouterConfig(PreTrainedConfig):
         masters: list[dict[str, str]] | None = None,
         text_source: str | None = None,
         outcomes: list[str] | None = None,
-        hidden_dim: int = 256,
+        hidden_dim: int = 384,
         branch_dim: int = 128,
         num_layers: int = 1,
-        dropout: float = 0.5,
+        dropout: float = 0.3,
         ensemble_size: int = 1,
         freeze_text: bool = True,
         max_text_tokens: int = 48,
@@ -111,6 +125,8 @@ class RouterConfig(PreTrainedConfig):
         lexical_buckets: int = 1 << 17,
         lexical_dim: int = 64,
         topics: list[dict[str, str]] | None = None,
+        head_layout: str | None = None,
+        text_depth: int | None = None,
         **kwargs,
     ):
         masters = [dict(m) if isinstance(m, dict) else {"name": str(m), "description": ""} for m in (masters or [])]
@@ -149,8 +165,17 @@ class RouterConfig(PreTrainedConfig):
             problems.append(f"RouterConfig.topics {bad_topics[:3]} need a 'name' and a 'master' among the masters")
         if len({t.get("name") for t in topics}) != len(topics):
             problems.append("RouterConfig.topics names must be unique")
+        if head_layout is None:  # a saved config without the field predates it: its branches are MLPs
+            head_layout = "branch_mlp" if tree is not None else "shared_hidden"
+        if text_depth is None:  # likewise: a saved config without it ran every layer of its encoder
+            text_depth = 0 if tree is not None else DEFAULT_TEXT_DEPTH
+        if isinstance(text_depth, bool) or not isinstance(text_depth, int) or text_depth < 0:
+            problems.append(f"RouterConfig.text_depth={text_depth!r} must be an integer >= 0 (0: every layer)")
+        if head_layout not in HEAD_LAYOUTS:
+            problems.append(f"RouterConfig.head_layout={head_layout!r} must be one of {', '.join(HEAD_LAYOUTS)}")
         if problems:
             raise ConfigError("; ".join(problems) + ".")
+        self.head_layout, self.text_depth = head_layout, text_depth
         self.text_layers, self.lexical_buckets, self.lexical_dim, self.topics = text_layers, lexical_buckets, lexical_dim, topics
         self.masters = masters
         self.text_source = text_source
@@ -173,6 +198,12 @@ class RouterConfig(PreTrainedConfig):
         C, E = len(self.masters), self.ensemble_size
         branch = {"kind": "mlp", "out_dim": self.branch_dim, "hidden_dim": self.branch_dim,
                   "num_layers": self.num_layers, "dropout": self.dropout, "pooling": "mean"}
+        route = dict(branch)
+        if self.head_layout == "shared_hidden":  # linear branches over the trunk's one hidden layer
+            branch = {**branch, "num_layers": 0, "dropout": 0.0}
+            # the route branch maps straight to the classes, so the class read-out stays (nearly) one linear map
+            width = len(self.topics) or C
+            route = {**branch, "out_dim": width, "hidden_dim": width}
         leaves: dict[str, dict] = {"master": {"kind": "classifier", "branch": "route", "num_classes": C, "ensemble_size": E}}
         if self.topics:  # the master leaf's logits are then derived from the topic leaf's
             leaves = {"topic": {"kind": "classifier", "branch": "route", "num_classes": len(self.topics), "ensemble_size": E}}
@@ -186,7 +217,7 @@ class RouterConfig(PreTrainedConfig):
             roots={TEXT_ROOT: {"kind": "hf", "source": source, "pooling": "mean", "freeze": self.freeze_text,
                                "max_len": self.max_text_tokens}},
             trunk={"kind": "sum", "out_dim": self.hidden_dim},
-            branches={"route": dict(branch), "outcome": dict(branch)},
+            branches={"route": route, "outcome": dict(branch)},
             leaves=leaves,
         )
         return {k: copy.deepcopy(getattr(cfg, k)) for k in ("roots", "trunk", "branches", "leaves", "initializer_range")}
@@ -225,6 +256,49 @@ class RouterPredictions:
     success: np.ndarray | None
     minutes: np.ndarray | None
     tokens: np.ndarray | None
+
+
+def special_tokens(tokenizer) -> tuple[list[int], list[int], int]:
+    """``(prefix, suffix, pad_id)``: the special ids the tokenizer puts around one sequence (``[CLS]`` /
+    ``[SEP]`` for BERT-style tokenizers), found by tokenizing a one-word text with and without them."""
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    at = next(i for i in range(len(full)) if full[i:i + len(bare)] == bare)
+    return list(full[:at]), list(full[at + len(bare):]), int(tokenizer.pad_token_id or 0)
+
+
+def encoder_batch(ids: Sequence[Sequence[int]], max_len: int, special: tuple[list[int], list[int], int]
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The special tokens around the first ids of each row, ``max_len`` in all (what the tokenizer's
+    own truncation keeps of one sequence), right-padded: ``(input_ids, attention_mask)``."""
+    prefix, suffix, pad = special
+    keep = max(max_len - len(prefix) - len(suffix), 0)
+    rows = [prefix + list(r[:keep]) + suffix for r in ids]
+    T = max((len(r) for r in rows), default=0)
+    input_ids = torch.full((len(rows), T), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), T), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return input_ids, mask
+
+
+def truncate_encoder(backbone: torch.nn.Module, depth: int) -> None:
+    """Keep only the first ``depth`` transformer layers of an HF encoder (in place; an encoder with at
+    most ``depth`` layers is left whole).
+
+    The layer stack is the backbone's ``ModuleList`` of ``config.num_hidden_layers`` blocks; hidden
+    states ``0..depth`` are then exactly those of the full encoder, at a fraction of its cost.
+    """
+    n = int(getattr(backbone.config, "num_hidden_layers", 0))
+    if depth >= n:
+        return
+    stack = next((m for m in backbone.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n), None)
+    if stack is None:
+        raise ConfigError(f"RouterConfig.text_depth={depth} cannot shorten this text encoder (no list of its {n} "
+                          "layers found); set text_depth=0 to run every layer.")
+    del stack[depth:]
+    backbone.config.num_hidden_layers = depth
 
 
 def pool_layers(backbone: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -271,13 +345,15 @@ class RouterModel(PreTrainedModel):
         super().__init__(config)
         tree_config = config.tree_config()
         self.tree = NeuralTreeModel(tree_config)
+        if config.text_depth:
+            truncate_encoder(self.tree.roots[TEXT_ROOT].model, config.text_depth)
         pooling = tree_config.root_specs()[TEXT_ROOT].pooling
         if pooling != "mean":
             raise ConfigError(f"The router's text root must pool 'mean' (its features are layer means over "
                               f"RouterConfig.text_layers); this config's text root has pooling {pooling!r}.")
         if config.text_layers is None:  # resolved once, then saved explicitly with the config
             depth = int(getattr(self.tree.roots[TEXT_ROOT].model.config, "num_hidden_layers", 1))
-            config.text_layers = list(range(-min(3, depth), 0))
+            config.text_layers = list(range(-min(2, depth), 0))
         root_dim = tree_config.root_specs()[TEXT_ROOT].out_dim
         self.text_dim = root_dim * len(config.text_layers)  # width of the pooled (concatenated) text features
         self.trunk_dim = tree_config.trunk_dim()
@@ -286,6 +362,9 @@ class RouterModel(PreTrainedModel):
         self.context = ContextEncoder(len(config.context_features), config.context_hidden, self.trunk_dim)
         self.lexical = (LexicalRoot(config.lexical_buckets, config.lexical_dim, self.trunk_dim)
                         if config.lexical_buckets else None)
+        # shared_hidden: the sum of the roots' projections is the hidden layer every leaf reads
+        self.hidden = (torch.nn.Sequential(torch.nn.GELU(), torch.nn.Dropout(config.dropout))
+                       if config.head_layout == "shared_hidden" else torch.nn.Identity())
         # topic index → master index; the master's logit is the log-sum-exp of its topics' logits
         owner = [config.master_names.index(t["master"]) for t in config.topics]
         self.register_buffer("topic_master", torch.as_tensor(owner, dtype=torch.long), persistent=False)
@@ -293,6 +372,7 @@ class RouterModel(PreTrainedModel):
         # standardizing them with training statistics lets the heads learn in a few epochs
         self.register_buffer("text_mean", torch.zeros(self.text_dim))
         self.register_buffer("text_std", torch.ones(self.text_dim))
+        self._special: tuple[list[int], list[int], int] | None = None  # the text tokenizer's, found on first use
         self.post_init()
 
     @torch.no_grad()
@@ -315,6 +395,8 @@ class RouterModel(PreTrainedModel):
         """A new router whose text root holds the pretrained encoder weights of ``config.text_source``."""
         model = cls(config)
         tree = NeuralTreeModel.from_pretrained_roots(config.tree_config())
+        if config.text_depth:
+            truncate_encoder(tree.roots[TEXT_ROOT].model, config.text_depth)
         model.tree.roots.load_state_dict(tree.roots.state_dict())
         model.tree._tokenizers.update(tree._tokenizers)
         return model.eval()  # as HF from_pretrained: callers switch to train() explicitly
@@ -350,13 +432,29 @@ class RouterModel(PreTrainedModel):
         root.validate(TEXT_ROOT, {"input_ids": input_ids, "attention_mask": attention_mask})
         return pool_layers(root.model, input_ids, attention_mask, self.config.text_layers)
 
-    def lexical_bags(self, texts: list[str]) -> LexicalBags | None:
+    def word_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Word-piece ids of whole texts (no special tokens, no truncation): the one tokenization a
+        decision needs; the text root reads their first ``max_text_tokens`` (:meth:`encoder_inputs`),
+        the lexical root all of them (:meth:`lexical_bags_from_ids`)."""
+        tok = self.text_tokenizer()
+        return tok(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+
+    def encoder_inputs(self, ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(input_ids, attention_mask)`` ``(B, T)`` for the text root from :meth:`word_ids` output, equal to
+        tokenizing the texts with truncation to ``max_text_tokens`` (special tokens added, right-padded)."""
+        if self._special is None:
+            self._special = special_tokens(self.text_tokenizer())
+        return encoder_batch(ids, self.config.max_text_tokens, self._special)
+
+    def lexical_bags(self, texts: Sequence[str]) -> LexicalBags | None:
         """Hashed n-gram bags of whole texts for the lexical root (``None`` without one)."""
+        return self.lexical_bags_from_ids(self.word_ids(texts)) if self.lexical is not None else None
+
+    def lexical_bags_from_ids(self, ids: Sequence[Sequence[int]]) -> LexicalBags | None:
+        """Bags from :meth:`word_ids` output (``None`` without a lexical root)."""
         if self.lexical is None:
             return None
-        tok = self.text_tokenizer()
-        ids = tok(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-        return hash_bags(ids, tok.vocab_size, self.config.lexical_buckets)
+        return hash_bags(ids, self.text_tokenizer().vocab_size, self.config.lexical_buckets)
 
     def forward(
         self,
@@ -391,7 +489,7 @@ class RouterModel(PreTrainedModel):
                 raise ModelInputError(f"This router has a lexical root: pass lexical bags for the {B} texts "
                                       "(model.lexical_bags(texts)).")
             features = features + self.lexical(lexical)
-        out = self.tree.call_from_trunk(features, None, trunk.attention_mask, trunk.root_spans)
+        out = self.tree.call_from_trunk(self.hidden(features), None, trunk.attention_mask, trunk.root_spans)
         leaves = out.leaf_outputs
         C = len(self.masters)
         success = None

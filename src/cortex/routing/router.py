@@ -5,6 +5,7 @@ A router folder (a registry entry of kind ``router``) holds::
     config.json, model.safetensors, tokenizer_text/   the RouterModel (save_pretrained)
     router.json                                        policy, rules, training settings and figures
     knn.safetensors                                    embeddings of successful past decisions
+    success.safetensors                                the success head and its outcome memory (if trained)
     data/train.parquet                                 the training set (retraining starts from it)
 """
 
@@ -29,13 +30,15 @@ from cortex.routing.context import request_context
 from cortex.routing.data import write_parquet
 from cortex.routing.encoder import TextEncoder
 from cortex.routing.features import encode_texts
-from cortex.routing.knn import KNNMemory
+from cortex.routing.knn import KNNMemory, KNNVote
 from cortex.routing.model import RouterModel, RouterPredictions
-from cortex.routing.policy import Decision, PolicyConfig, Prediction, decide
+from cortex.routing.policy import Decision, PolicyConfig, Prediction, decide, utilities
 from cortex.routing.rules import RuleSet
+from cortex.routing.success import SuccessModel, text_statistics
 
 ROUTER_FILE = "router.json"
 KNN_FILE = "knn.safetensors"
+SUCCESS_FILE = "success.safetensors"
 DATA_FILE = "data/train.parquet"
 FORMAT_VERSION = 1
 
@@ -70,18 +73,20 @@ class Router:
             (repeated tasks skip the encoder).
         trace: serve the text encoder as a TorchScript trace (see :class:`~cortex.routing.encoder.TextEncoder`);
             tracing costs about a second once, so one-shot commands turn it off.
+        success: the success head (:mod:`~cortex.routing.success`); without it the tree's success leaves answer.
     """
 
     def __init__(
         self, model: RouterModel, policy: PolicyConfig | None = None, rules: RuleSet | None = None,
         knn: KNNMemory | None = None, name: str | None = None, meta: dict[str, Any] | None = None,
-        cache_size: int = 4096, trace: bool = True,
+        cache_size: int = 4096, trace: bool = True, success: SuccessModel | None = None,
     ):
         self.model = model.eval()
         self.masters = list(model.masters)
         self.policy = policy or PolicyConfig()
         self.rules = rules or RuleSet()
         self.knn = knn
+        self.success = success
         if knn is not None:
             knn.k, knn.min_similarity = self.policy.knn_k, self.policy.knn_min_similarity
         self.name = name
@@ -123,7 +128,9 @@ class Router:
         pol = PolicyConfig.from_dict({**meta.get("policy", {}), **dict(policy or {})})
         rule_set = RuleSet.load(rules, model.masters) if rules is not None else RuleSet.from_dict(meta.get("rules"), model.masters)
         knn = KNNMemory.load(folder / KNN_FILE) if (folder / KNN_FILE).is_file() else None
-        router = cls(model, pol, rule_set, knn, name=name or meta.get("name") or folder.name, meta=meta, trace=trace)
+        success = SuccessModel.load(folder / SUCCESS_FILE) if (folder / SUCCESS_FILE).is_file() else None
+        router = cls(model, pol, rule_set, knn, name=name or meta.get("name") or folder.name, meta=meta, trace=trace,
+                     success=success)
         if quantize:
             router.quantize()
         return router
@@ -158,21 +165,29 @@ class Router:
         atomic_write_text(folder / ROUTER_FILE, json.dumps(meta, indent=1, default=str))
         if self.knn is not None:
             self.knn.save(folder / KNN_FILE)
+        if self.success is not None:
+            self.success.save(folder / SUCCESS_FILE)
         if train_frame is not None:
             write_parquet(train_frame, folder / DATA_FILE)
         return folder
 
     # ------------------------------------------------------------------------------- features
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """``(N, H)`` pooled text features computed now (no cache), as this router serves them."""
+    def word_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Word-piece ids of whole texts: the one tokenization of a decision (text and lexical roots)."""
+        with self._lock:  # fast tokenizers are not safe to call from several threads at once
+            return self.model.word_ids(list(texts))
+
+    def encode(self, texts: Sequence[str], ids: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+        """``(N, H)`` pooled text features computed now (no cache), as this router serves them; ``ids``
+        (from :meth:`word_ids`) spare the serving encoder a second tokenization."""
         texts = list(texts)
         encoder = self._serving_encoder()
         if encoder is not None:
-            return encoder(texts)
+            return encoder(texts) if ids is None else encoder.from_ids(ids)
         with self._lock:
             return encode_texts(self.model, texts)
 
-    def features(self, texts: Sequence[str]) -> np.ndarray:
+    def features(self, texts: Sequence[str], ids: Sequence[Sequence[int]] | None = None) -> np.ndarray:
         """``(N, H)`` pooled text features, from the in-memory LRU cache or the encoder."""
         out: list[np.ndarray | None] = []
         for t in texts:
@@ -182,7 +197,7 @@ class Router:
             out.append(v)
         todo = [i for i, v in enumerate(out) if v is None]
         if todo:
-            feats = self.encode([texts[i] for i in todo])
+            feats = self.encode([texts[i] for i in todo], [ids[i] for i in todo] if ids is not None else None)
             for i, f in zip(todo, feats):
                 out[i] = f
                 self._cache[texts[i]] = f
@@ -190,12 +205,18 @@ class Router:
                 self._cache.popitem(last=False)
         return np.stack(out).astype(np.float32, copy=False)
 
-    def predict(self, features: np.ndarray, contexts: np.ndarray, texts: Sequence[str]) -> RouterPredictions:
-        """Calibrated model predictions for ``(B, H)`` text features, ``(B, F)`` raw contexts and the
-        ``B`` texts themselves (the lexical root reads them whole)."""
-        with self._lock:  # the lexical root tokenizes too
-            bags = self.model.lexical_bags(list(texts))
-        return self.model.predict(torch.from_numpy(features), torch.as_tensor(contexts, dtype=torch.float32), bags)
+    def predict(self, features: np.ndarray, contexts: np.ndarray, texts: Sequence[str],
+                ids: Sequence[Sequence[int]] | None = None) -> RouterPredictions:
+        """Calibrated predictions for ``(B, H)`` text features, ``(B, F)`` raw contexts and the ``B`` texts
+        themselves (the lexical root and the success head read them whole; ``ids`` = their :meth:`word_ids`)."""
+        ids = self.word_ids(texts) if ids is None else ids
+        pred = self.model.predict(torch.from_numpy(features), torch.as_tensor(contexts, dtype=torch.float32),
+                                  self.model.lexical_bags_from_ids(ids))
+        if self.success is not None and pred.success is not None:
+            stats = text_statistics(list(texts), [len(r) for r in ids])
+            head = self.success.predict(features, len(self.masters), stats)
+            pred.success = np.where(np.isfinite(pred.success), head, np.nan)
+        return pred
 
     # ------------------------------------------------------------------------------- routing
     def _check_text(self, text: Any) -> str:
@@ -233,22 +254,22 @@ class Router:
     def _decide(self, texts: list[str], ctx: np.ndarray, features: np.ndarray | None, t0: float) -> list[Decision]:
         pred, vote, error = None, None, None
         try:
-            feats = features if features is not None else self.features(texts)
-            pred = self.predict(feats, ctx, texts)
-            if self.knn is not None and len(self.knn) and (self.policy.knn_weight > 0 or self.policy.knn_fallback):
-                vote = self.knn.vote(feats)
+            ids = self.word_ids(texts)
+            feats = features if features is not None else self.features(texts, ids)
+            pred = self.predict(feats, ctx, texts, ids)
         except (InputError, RoutingError):
             raise
         except Exception as e:  # any model failure: the rules still route the task (never a 500)
             pred, error = None, f"{type(e).__name__}: {e}"
+        preds = [None if pred is None else Prediction(
+            probs=pred.probs[i], success=_row_or_none(_neutral_success(pred.success), i),
+            minutes=_row_or_none(_finite_or_none(pred.minutes), i), tokens=_row_or_none(_finite_or_none(pred.tokens), i))
+            for i in range(len(texts))]
+        if pred is not None:
+            vote = self._vote(feats, preds)
         decisions = []
         for i, text in enumerate(texts):
-            p = None
-            if pred is not None:
-                p = Prediction(probs=pred.probs[i], success=_row_or_none(_neutral_success(pred.success), i),
-                               minutes=_row_or_none(_finite_or_none(pred.minutes), i),
-                               tokens=_row_or_none(_finite_or_none(pred.tokens), i))
-            d = decide(self.masters, p, text, self.policy, self.rules,
+            d = decide(self.masters, preds[i], text, self.policy, self.rules,
                        knn_probs=vote.probs[i] if vote is not None else None,
                        knn_support=int(vote.support[i]) if vote is not None else 0, error=error)
             if pred is not None:  # report NaN outcomes (never observed) as unknown, not as 0
@@ -261,6 +282,27 @@ class Router:
         for d in decisions:
             d.latency_ms, d.router = elapsed, self.name
         return decisions
+
+    def _vote(self, feats: np.ndarray, preds: list[Prediction]) -> KNNVote | None:
+        """The kNN vote for the rows whose decision can use it: every row when it is blended in, else
+        only the rows the model is unsure of (the fallback); other rows get an empty vote (support 0).
+
+        Why: the vote scans the whole memory (the largest cost of a decision after the encoder), while
+        a confident model decision never reads it.
+        """
+        pol = self.policy
+        if self.knn is None or not len(self.knn) or not (pol.knn_weight > 0 or pol.knn_fallback):
+            return None
+        if pol.knn_weight > 0:
+            return self.knn.vote(feats)
+        unsure = np.array([pol.confidence_threshold >= 1.0 or float(p.probs[int(np.argmax(utilities(p, p.probs, pol)))])
+                           < pol.confidence_threshold for p in preds])
+        B, C = len(preds), len(self.masters)
+        vote = KNNVote(np.full((B, C), 1.0 / C), np.zeros(B, np.int64), np.full(B, -1.0))
+        if unsure.any():
+            part = self.knn.vote(feats[unsure])
+            vote.probs[unsure], vote.support[unsure], vote.top_similarity[unsure] = part.probs, part.support, part.top_similarity
+        return vote
 
 
 def _row_or_none(arr: np.ndarray | None, i: int) -> np.ndarray | None:

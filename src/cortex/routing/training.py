@@ -31,6 +31,7 @@ from cortex.routing.knn import KNNMemory
 from cortex.routing.masters import Master
 from cortex.routing.metrics import accuracy, expected_calibration_error
 from cortex.routing.model import RouterConfig, RouterModel
+from cortex.routing.success import OutcomeMemory, SuccessHead, SuccessModel, success_features
 
 Progress = Callable[[str, int, int], None]
 
@@ -120,6 +121,8 @@ class TrainResult:
         best_epoch: epoch of the kept weights. validation: held-out figures (accuracy, NLL and ECE
             before/after calibration, temperatures, sizes).
         val_task_ids: task ids of the validation split.
+        success: the success head (:mod:`.success`) fitted on the validation split, or ``None``
+            (no success outcomes, or too few of both kinds there).
     """
 
     model: RouterModel
@@ -129,6 +132,7 @@ class TrainResult:
     knn_weight: float = 0.0
     validation: dict[str, float] = field(default_factory=dict)
     val_task_ids: list[str] = field(default_factory=list)
+    success: SuccessModel | None = None
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -349,13 +353,61 @@ def train_router(
     best_epoch, history = fit(model, tr, va, tr_texts, va_texts, cfg, gen, progress)
     validation = calibrate(model, va, va_texts, cfg)
     weight, by_weight = choose_knn_weight(model, tr, va, va_texts, cfg)
+    success, success_report = fit_success_model(model, fs, tr, va, cfg) if va_texts is None else (None, {})
     validation.update({"n_train": len(tr), "n_val": len(va), "best_epoch": best_epoch, "epochs": len(history),
-                       "knn_weight": weight, "accuracy_by_knn_weight": by_weight})
+                       "knn_weight": weight, "accuracy_by_knn_weight": by_weight, **success_report})
     return TrainResult(
         model=model, knn=build_knn(fs, len(masters), k=cfg.knn_k, min_similarity=cfg.knn_min_similarity),
         history=history, best_epoch=best_epoch, knn_weight=weight, validation=validation,
-        val_task_ids=frame["task_id"].iloc[val_idx].astype(str).tolist(),
+        val_task_ids=frame["task_id"].iloc[val_idx].astype(str).tolist(), success=success,
     )
+
+
+def outcome_memory(fs: FeatureSet, num_masters: int) -> OutcomeMemory:
+    """The success head's memory of ``fs``'s tasks with an observed success."""
+    return OutcomeMemory.build(fs.text.numpy(), fs.outcome_master.numpy(), fs.success.numpy(), fs.topics.numpy(),
+                               num_masters)
+
+
+def success_rows(memory: OutcomeMemory, fs: FeatureSet, loo: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(x (N, F), y (N,))``: success-head features of ``fs``'s tasks for the master that handled each, and
+    the observed outcome (tasks without one are left out). ``loo``: ``memory`` was built from ``fs``
+    itself, so each task's own row is left out of its neighbours."""
+    y = fs.success.numpy()
+    rows = np.flatnonzero(np.isfinite(y))
+    exclude = None
+    if loo:  # OutcomeMemory.build keeps the rows with a known outcome, in order
+        exclude = np.full(len(y), -1)
+        exclude[rows] = np.arange(len(rows))
+    x = success_features(memory, fs.text.numpy(), len(memory.base_rate), fs.text_stats.numpy(), exclude=exclude)
+    return x[rows, fs.outcome_master.numpy()[rows]], y[rows]
+
+
+def fit_success_model(model: RouterModel, fs: FeatureSet, tr: FeatureSet, va: FeatureSet,
+                      cfg: TrainConfig) -> tuple[SuccessModel | None, dict[str, float]]:
+    """The success head, fitted on the training split with leave-one-out neighbours and checked on the
+    validation split (neighbours from the training split) beside logistic regression on the same
+    features, which it has to beat. Served with a memory of every training task."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from cortex.routing.metrics import auroc
+
+    if "success" not in model.config.outcomes:
+        return None, {}
+    memory = outcome_memory(tr, len(model.masters))
+    x, y = success_rows(memory, tr, loo=True)
+    xv, yv = success_rows(memory, va, loo=False)
+    if min(int(y.sum()), int(len(y) - y.sum())) < 5:
+        return None, {}
+    head = SuccessHead().fit(x, y, seed=cfg.seed)
+    scale = StandardScaler().fit(x)
+    lr = LogisticRegression(max_iter=2000).fit(scale.transform(x), y)
+    report = {}
+    if 0 < yv.sum() < len(yv):
+        report = {"success_auroc_head": auroc(yv.astype(bool), head.predict(xv)),
+                  "success_auroc_lr_same_features": auroc(yv.astype(bool), lr.predict_proba(scale.transform(xv))[:, 1])}
+    return SuccessModel(head, outcome_memory(fs, len(model.masters))), report
 
 
 @torch.no_grad()

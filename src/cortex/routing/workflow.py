@@ -115,7 +115,8 @@ def train_and_register(
                           progress=progress)
     auto = settings.knn_weight == "auto"
     policy = PolicyConfig.from_dict({**policy.to_dict(), "knn_weight": result.knn_weight if auto else settings.knn_weight})
-    router = Router(result.model, policy, rules, result.knn, meta={"knn_weight_from_validation": auto})
+    router = Router(result.model, policy, rules, result.knn, meta={"knn_weight_from_validation": auto},
+                    success=result.success)
     reg = registry or Registry()
     name = settings.name or f"{settings.family}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
     entry = register_router(router, name=name, family=settings.family, registry=reg, train_frame=frame,
