@@ -63,3 +63,26 @@ def test_every_bad_setting_is_reported_at_once():
     with pytest.raises(ConfigError, match="2 problems") as err:
         MiniLMEmbedder(max_tokens=1000, precision="fp16")
     assert {p.field for p in err.value.problems} == {"max_tokens", "precision"}
+
+
+def test_workers_split_batches_without_changing_vectors(fp32):
+    """Whole batches on two worker threads give the vectors of one thread, and leave the caller's thread count."""
+    import threading
+
+    import torch
+
+    texts = [f"def f{i}(x): return x + {i}" * (1 + i % 5) for i in range(10)]
+    one = MiniLMEmbedder(precision="fp32", batch_size=4, workers=1)
+    two = MiniLMEmbedder(precision="fp32", batch_size=4, workers=2)
+    one._model = two._model = fp32._load_model()  # the same weights; only the scheduling differs
+    assert [len(b) for b in two._batches([1] * 10, 2)] == [4, 4, 2]
+    assert [len(b) for b in two._batches([1] * 6, 2)] == [3, 3]  # every worker gets a batch
+    before = torch.get_num_threads()
+    np.testing.assert_allclose(two.embed(texts).vectors, one.embed(texts).vectors, atol=1e-6)
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert torch.get_num_threads() == before and seen == [before]
+    with pytest.raises(ConfigError, match="workers=0"):
+        MiniLMEmbedder(workers=0)

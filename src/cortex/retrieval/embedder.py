@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -100,6 +101,9 @@ class MiniLMEmbedder:
         precision: ``fp32``; ``bf16`` (matrix products in bfloat16 under autocast, layer norms,
             softmax and pooling in float32); or ``auto``: ``bf16`` on a CPU with native bfloat16
             instructions (:func:`native_bf16`), ``fp32`` elsewhere.
+        workers: threads that run whole batches at once, each on one intra-op thread; ``None``: as
+            many as the caller's ``torch.get_num_threads()`` (the same CPU budget, spent on whole
+            batches rather than inside each operator). ``torch.set_num_threads(1)`` keeps it to one.
 
     The model loads on first use, so opening an index for BM25 search costs nothing. The ``id``
     does not name the precision: bf16 and fp32 vectors agree to a cosine of 0.9999 (tested), so an
@@ -111,7 +115,7 @@ class MiniLMEmbedder:
     position_limit = 512
 
     def __init__(self, max_tokens: int = 256, batch_size: int = 32, model_dir: str | None = None,
-                 device: str = "cpu", precision: str = "auto"):
+                 device: str = "cpu", precision: str = "auto", workers: int | None = None):
         problems = Problems()
         if not 8 <= max_tokens <= self.position_limit:
             problems.add(f"max_tokens={max_tokens} is outside [8, {self.position_limit}] for {self.name}; "
@@ -119,8 +123,11 @@ class MiniLMEmbedder:
         if batch_size < 1:
             problems.add(f"batch_size={batch_size} must be at least 1.", "batch_size", batch_size)
         check_choice("precision", precision, PRECISIONS, problems)
+        if workers is not None and workers < 1:
+            problems.add(f"workers={workers} must be at least 1 (or None: one per torch thread).", "workers", workers)
         problems.raise_if_any(f"{self.name} embedder")
         self.precision = precision
+        self.workers = workers
         self.max_tokens = max_tokens
         self.batch_size = batch_size
         self.model_dir = model_dir or minilm_path()
@@ -174,35 +181,72 @@ class MiniLMEmbedder:
                for ids in full]
         return cut, n_tokens
 
-    def embed(self, texts: Sequence[str], warn: bool = True) -> EmbeddingBatch:
-        """Embed ``texts`` → :class:`EmbeddingBatch` with ``vectors`` of shape ``(N, 384)``."""
+    def _workers_for(self, n_texts: int) -> int:
+        """Threads to run forward passes on: ``workers``, or the caller's torch thread count, at most one per text."""
         import torch
 
+        return max(1, min(self.workers or torch.get_num_threads(), n_texts))
+
+    def _batches(self, lengths: Sequence[int], workers: int) -> list[np.ndarray]:
+        """Row indices of each forward pass: sorted by length (little padding), at most ``batch_size`` rows,
+        and small enough that every worker gets a batch."""
+        order = np.argsort(lengths, kind="stable")
+        size = min(self.batch_size, -(-len(order) // workers))
+        return [order[s : s + size] for s in range(0, len(order), size)]
+
+    def _forward(self, ids: list[list[int]]) -> np.ndarray:
+        """Unit-norm mean-pooled vectors ``(len(ids), dim)`` of token-id rows (one padded forward pass)."""
+        import torch
+
+        model = self._load_model()
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for j, row in enumerate(ids):
+            input_ids[j, : len(row)] = torch.tensor(row)
+            mask[j, : len(row)] = 1
+        # inference mode and autocast are per thread, so each forward pass (whichever worker runs it) enters both
+        autocast = torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.uses_bf16)
+        with torch.inference_mode(), autocast:
+            hidden = model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
+        hidden = hidden.float()  # pool and normalise in float32 whatever the matmuls ran in
+        m = mask.to(hidden.device, hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # (B, D)
+        return torch.nn.functional.normalize(pooled, p=2, dim=-1).cpu().numpy()
+
+    def _run_batches(self, ids: list[list[int]], out: np.ndarray) -> None:
+        """Fill ``out`` with the vectors of ``ids``, whole batches spread over the workers."""
+        import torch
+
+        workers = self._workers_for(len(ids))
+        batches = self._batches([len(x) for x in ids], workers)
+
+        def run(rows: np.ndarray) -> None:
+            out[rows] = self._forward([ids[r] for r in rows])
+
+        if workers == 1 or len(batches) == 1:
+            for rows in batches:
+                run(rows)
+            return
+        # Each worker runs one intra-op thread: whole batches in parallel need no per-operator barrier,
+        # which on a busy CPU costs more than it gains (benchmarks/rag_index_speed.py). Thread counts set in a
+        # worker are its own, but torch also keeps the last one as the default of threads started
+        # later, so the caller's count is put back.
+        before = torch.get_num_threads()
+        try:
+            with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+                list(pool.map(run, batches))
+        finally:
+            torch.set_num_threads(before)
+
+    def embed(self, texts: Sequence[str], warn: bool = True) -> EmbeddingBatch:
+        """Embed ``texts`` → :class:`EmbeddingBatch` with ``vectors`` of shape ``(N, 384)``."""
         texts = list(texts)
         if not texts:
             return EmbeddingBatch(np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
         ids, n_tokens = self._encode_ids(texts)
-        model = self._load_model()
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        order = np.argsort([len(x) for x in ids], kind="stable")
-        pad = self.tokenizer.pad_token_id
-        # One autocast context for all batches: it casts each weight to bfloat16 once, not per batch.
-        autocast = torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.uses_bf16)
-        with torch.inference_mode(), autocast:
-            for s in range(0, len(order), self.batch_size):
-                rows = order[s : s + self.batch_size]
-                width = max(len(ids[r]) for r in rows)
-                input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(rows), width), dtype=torch.long)
-                for j, r in enumerate(rows):
-                    input_ids[j, : len(ids[r])] = torch.tensor(ids[r])
-                    mask[j, : len(ids[r])] = 1
-                hidden = model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
-                hidden = hidden.float()  # pool and normalise in float32 whatever the matmuls ran in
-                m = mask.to(hidden.device, hidden.dtype).unsqueeze(-1)  # (B, T, 1)
-                pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # (B, D)
-                pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
-                out[rows] = pooled.float().cpu().numpy()
+        self._run_batches(ids, out)
         truncated = n_tokens > self.max_tokens
         if warn and truncated.any():
             worst = int(n_tokens.max())
