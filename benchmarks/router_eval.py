@@ -80,6 +80,7 @@ def cost_quality(p_weak_fails: np.ndarray, weak: np.ndarray, strong: np.ndarray,
 OLD = {"max_text_tokens": 256, "text_layers": [-1], "lexical_buckets": 0, "topics": [], "head_layout": "branch_mlp",
        "hidden_dim": 256, "dropout": 0.5, "text_depth": 0}
 PREV = {"text_layers": [-3, -2, -1], "head_layout": "branch_mlp", "hidden_dim": 256, "dropout": 0.5, "text_depth": 0}
+PREV_TRAIN = {"batch_size": 128, "lr": 1e-3, "weight_decay": 0.05, "lexical_lr_scale": 10.0, "outcome_weight": 1.0}
 
 
 def load(path: str, test_fraction: float, seed: int):
@@ -197,7 +198,8 @@ def main() -> None:
     results = {}
     for name, kwargs in (("router_new", None), ("router_prev", PREV), ("router_old", OLD)):
         t0 = time.perf_counter()
-        res = train_router(train, masters, model_kwargs=kwargs, train=TrainConfig(seed=args.seed))
+        run = {} if kwargs is None else PREV_TRAIN  # prev and old train as they did then
+        res = train_router(train, masters, model_kwargs=kwargs, train=TrainConfig(seed=args.seed, **run))
         results[name] = res
         line = router_line(name, res, time.perf_counter() - t0, train, test, masters, with_head=name == "router_new")
         print(json.dumps({**line, **base, "load_avg_1m": os.getloadavg()[0]}), flush=True)

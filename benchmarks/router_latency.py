@@ -170,6 +170,7 @@ def serve(home: str, router: str, quantize: bool) -> tuple[subprocess.Popen, str
 OLD = {"max_text_tokens": 256, "text_layers": [-1], "lexical_buckets": 0, "topics": [], "head_layout": "branch_mlp",
        "hidden_dim": 256, "dropout": 0.5, "text_depth": 0}
 PREV = {"text_layers": [-3, -2, -1], "head_layout": "branch_mlp", "hidden_dim": 256, "dropout": 0.5, "text_depth": 0}
+PREV_TRAIN = {"batch_size": 128, "lr": 1e-3, "weight_decay": 0.05, "lexical_lr_scale": 10.0, "outcome_weight": 1.0}
 
 
 def train_both(args, home: str) -> list[str]:
@@ -191,7 +192,8 @@ def train_both(args, home: str) -> list[str]:
     train_idx, test_idx = stratified_split(master_indices(frame["label"], names, "label"), 0.2, args.seed)
     rules = RuleSet.load(ROOT / "src" / "cortex" / "configs" / "router" / "rules.yaml", names)
     for name, kwargs in (("new", None), ("prev", PREV), ("old", OLD)):
-        res = train_router(frame.iloc[train_idx], masters, model_kwargs=kwargs, train=TrainConfig(seed=args.seed))
+        run = {} if kwargs is None else PREV_TRAIN  # prev and old train as they did then
+        res = train_router(frame.iloc[train_idx], masters, model_kwargs=kwargs, train=TrainConfig(seed=args.seed, **run))
         router = Router(res.model, PolicyConfig(knn_weight=res.knn_weight), rules, res.knn,
                         success=res.success if name == "new" else None)
         register_router(router, name=name, registry=Registry(home))

@@ -60,16 +60,18 @@ class TrainConfig:
             decision, the ``master`` loss, or the ``total`` loss. The loss rises (over-confidence) while
             routing still improves; temperature scaling afterwards fixes the confidence.
 
-    Defaults were chosen on a validation split carved from the training part of the shared data.
+    Defaults were chosen on a validation split carved from the training part of the shared data
+    (issue 16: batch 64, lr 2e-3, no weight decay, lexical rate x5, outcome weight 0.2 gave macro-F1
+    0.876 vs 0.865 with batch 128, lr 1e-3, decay 0.05, x10, 1.0 on the 20% tuning split, seed 1).
     """
 
     max_epochs: int = 200
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.05
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.0
     patience: int = 10
     val_fraction: float = 0.1
-    outcome_weight: float = 1.0
+    outcome_weight: float = 0.2
     seed: int = 0
     device: str = "cpu"
     knn_k: int = 10
@@ -77,7 +79,7 @@ class TrainConfig:
     knn_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
     min_outcome_records: int = 20
     min_outcome_per_master: int = 5
-    lexical_lr_scale: float = 10.0
+    lexical_lr_scale: float = 5.0
     stop_on: str = "accuracy"
 
     def __post_init__(self) -> None:
