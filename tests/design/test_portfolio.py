@@ -43,7 +43,7 @@ def test_offspring_source_never_resends_and_never_sends_a_forbidden_pair(portfol
 
     assay = Assay()
     config = small_config(rounds=5, trust_region_fraction=0.5, evolution_fraction=0.5, portfolio=portfolio,
-                          portfolio_window=2, evolution_rank="acquisition",
+                          portfolio_window=2, evolution_rank="acquisition", fit_every=1 if portfolio == "adaptive" else 2,
                           lambo=LaMBO2Config(num_steps=1, num_mutations=1, edit_window=2, decoder="joint",
                                              guidance_steps=2))
     loop = make_loop(assay, config=config)
@@ -63,6 +63,8 @@ def test_offspring_source_never_resends_and_never_sends_a_forbidden_pair(portfol
     assert loop.proposal_sources.get("evolution", 0) > 0
     assert not any(forbidden_sent)
     assert len(loop.source_record) == 5
+    fitted = [r.fit is not None for r in result.rounds[1:]]
+    assert fitted == ([True] * 5 if portfolio == "adaptive" else [True, False, True, False, True])
     sent = sum(r.get("evolution", (0, 0))[0] + r.get("trust_region", (0, 0))[0] for r in loop.source_record)
     assert sent == result.evaluations - len(start)
 
@@ -92,3 +94,11 @@ def test_bad_portfolio_settings_are_refused():
         DesignLoopConfig(rounds=1, portfolio="bandit")
     with pytest.raises(DesignError, match="evolution_elite"):
         DesignLoopConfig(rounds=1, evolution_elite=0)
+
+
+def test_elite_ties_go_to_the_newest():
+    values = torch.tensor([0.5, 0.5, 0.5, 0.9, 0.5])
+    age = torch.tensor([3, 0, 2, 5, 0])
+    for seed in range(10):
+        top = elite(values, 3, torch.Generator().manual_seed(seed), age=age).tolist()
+        assert top[0] == 3 and set(top[1:]) == {1, 4}

@@ -81,6 +81,8 @@ class DesignLoopConfig:
         evolution_mutation_rate: expected mutated positions per child.
         evolution_crossover_prob: per-position chance a child takes the second parent's state.
         evolution_candidates: children bred per design wanted (the rank picks among them).
+        evolution_ties: how the elite breaks ties of value: ``newest`` (the latest round first, so the elite
+            drifts along a plateau as a GA population does) or ``random`` (any equally good design).
         evolution_rank: ``acquisition`` (the surrogate plus the support prior), ``prior`` (fewest pairs the
             support has not seen first, ties at random) or ``random``.
         portfolio: ``fixed``: the sources keep their configured shares; ``adaptive``: the trust region's and
@@ -89,6 +91,8 @@ class DesignLoopConfig:
             (``(wins + 1) / (sent + 2)``), each keeping at least ``portfolio_min_share`` of the split.
         portfolio_window: rounds the adaptive portfolio looks back.
         portfolio_min_share: least share of the adaptive split a source keeps (so it can show it improved).
+        fit_every: fine-tune the tree every this many rounds (the rounds between rank with the last fit), so a
+            small batch (more, shorter rounds: more feedback cycles) does not multiply the training cost.
         lambo: :class:`~cortex.design.lambo2.LaMBO2Config`.
         surrogate: :class:`~cortex.design.surrogate.SurrogateSettings`.
     """
@@ -117,9 +121,11 @@ class DesignLoopConfig:
     evolution_crossover_prob: float = 0.2
     evolution_candidates: int = 8
     evolution_rank: str = "acquisition"
+    evolution_ties: str = "newest"
     portfolio: str = "fixed"
     portfolio_window: int = 10
     portfolio_min_share: float = 0.1
+    fit_every: int = 1
     lambo: LaMBO2Config = field(default_factory=LaMBO2Config)
     surrogate: SurrogateSettings = field(default_factory=SurrogateSettings)
 
@@ -146,7 +152,7 @@ class DesignLoopConfig:
         if self.shared_fraction > 1.0 + 1e-9:
             raise DesignError(f"trust_region_fraction + crossover_fraction + evolution_fraction = "
                               f"{self.shared_fraction} exceeds 1.")
-        for name in ("evolution_elite", "evolution_candidates", "portfolio_window"):
+        for name in ("evolution_elite", "evolution_candidates", "portfolio_window", "fit_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise DesignError(f"{name}={value!r} must be an integer >= 1.")
@@ -154,6 +160,8 @@ class DesignLoopConfig:
             raise DesignError(f"evolution_mutation_rate={self.evolution_mutation_rate!r} must be > 0.")
         if self.evolution_rank not in ("acquisition", "prior", "random"):
             raise DesignError(f"evolution_rank={self.evolution_rank!r} is not one of acquisition, prior, random.")
+        if self.evolution_ties not in ("newest", "random"):
+            raise DesignError(f"evolution_ties={self.evolution_ties!r} is not one of newest, random.")
         if self.portfolio not in ("fixed", "adaptive"):
             raise DesignError(f"portfolio={self.portfolio!r} is not one of fixed, adaptive.")
         if isinstance(self.trust_region_parents, bool) or not isinstance(self.trust_region_parents, int) \
@@ -436,7 +444,7 @@ class DesignLoop:
         done = 0
         while not self.black_box.exhausted and (self.config.rounds is None or done < self.config.rounds):
             start = time.perf_counter()
-            fit = self.fit()
+            fit = self.fit() if not self.fitted or done % self.config.fit_every == 0 else None
             proposals = self.propose(self.config.batch_size)
             if len(proposals) == 0:
                 break  # the chains found nothing new: the search has converged
@@ -599,7 +607,10 @@ class DesignLoop:
         value = data.values[feasible, 0].float()
         if self.objective.objectives[0] in self.objective.minimize:
             value = -value
-        top = elite(value, cfg.evolution_elite, self.generator)
+        age = None
+        if data.rounds is not None and cfg.evolution_ties == "newest":
+            age = -data.rounds[feasible]
+        top = elite(value, cfg.evolution_elite, self.generator, age=age)
         parents, parent_values = states[feasible[top]], data.values[feasible[top], 0].float()
         p_mut = min(cfg.evolution_mutation_rate / max(int(mutable.sum()), 1), 0.5)
         children, first = offspring(parents, cfg.evolution_candidates * max(n, 1), mutable,

@@ -175,15 +175,21 @@ def crossover(
     return decoded[ok]
 
 
-def elite(values: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.LongTensor:
-    """Indices of the ``n`` best of ``values [N]`` (maximized), ties broken at random.
+def elite(values: torch.Tensor, n: int, generator: torch.Generator | None = None,
+          age: torch.Tensor | None = None) -> torch.LongTensor:
+    """Indices of the ``n`` best of ``values [N]`` (maximized); ties go to the youngest (lowest ``age``,
+    e.g. rounds since evaluated), then at random.
 
-    Random ties let equally good designs share the places, so a population on a plateau drifts over it
-    (as the genetic algorithm's quantile survival does) instead of sticking to the earliest found.
+    Equally good designs share the places, the newest first, so a population on a plateau drifts along
+    it one step per round (as the genetic algorithm's survival, where new children win most ties)
+    instead of sticking to the earliest found or hopping among old ones.
     """
     shuffle = torch.randperm(len(values), generator=generator)
-    order = torch.argsort(values[shuffle], descending=True, stable=True)
-    return shuffle[order[:n]]
+    order = shuffle
+    if age is not None:
+        order = order[torch.argsort(age[order], stable=True)]
+    order = order[torch.argsort(values[order], descending=True, stable=True)]
+    return order[:n]
 
 
 def offspring(
