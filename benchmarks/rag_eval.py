@@ -71,7 +71,7 @@ def open_repo_index(root: Path, folder: Path, question_file: Path | None = None,
     return index, report, time.perf_counter() - t0, excludes
 
 
-def make_embedder(precision: str):
+def make_embedder(precision: str, max_tokens: int = 256):
     """MiniLM at ``precision``: ``auto``/``fp32``/``bf16`` (the library's own), or ``int8-dynamic``
     (its Linear layers quantised by torch, a measured option that lost recall, not a library setting)."""
     import torch
@@ -79,8 +79,8 @@ def make_embedder(precision: str):
     from cortex.retrieval.embedder import MiniLMEmbedder
 
     if precision != "int8-dynamic":
-        return MiniLMEmbedder(precision=precision)
-    embedder = MiniLMEmbedder(precision="fp32")
+        return MiniLMEmbedder(precision=precision, max_tokens=max_tokens)
+    embedder = MiniLMEmbedder(precision="fp32", max_tokens=max_tokens)
     embedder.id += "/int8-dynamic"  # other vectors than fp32: an index of one is not opened with the other
     embedder._model = torch.ao.quantization.quantize_dynamic(embedder._load_model(), {torch.nn.Linear},
                                                              dtype=torch.qint8)
@@ -128,7 +128,7 @@ def run_precision(args, precision: str, folder: Path, queries: list[dict], first
     """Index the repository with MiniLM at ``precision`` and print one JSON line per search mode; returns the index."""
     from cortex.retrieval.files import DEFAULT_EXCLUDES
 
-    embedder = make_embedder(precision)
+    embedder = make_embedder(precision, args.max_tokens)
     cpu0 = time.process_time()
     index, report, index_s, excludes = open_repo_index(Path(args.root), folder, Path(args.queries), embedder)
     index_cpu_s = time.process_time() - cpu0
@@ -167,6 +167,8 @@ def main() -> None:
                     help="comma list of MiniLM precisions to index and evaluate side by side, each in its own "
                          "index: auto, fp32, bf16, int8-dynamic (e.g. fp32,bf16; the first is the reference "
                          "for the vector cosines)")
+    ap.add_argument("--max-tokens", type=int, default=256,
+                    help="MiniLM's token limit per chunk (256, its training length, is the library default)")
     args = ap.parse_args()
 
     import torch

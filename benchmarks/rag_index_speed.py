@@ -82,7 +82,7 @@ def one_config(name: str, texts_file: Path, save: Path) -> None:
     np.save(save, vectors)
     print(json.dumps({"texts": len(texts), "cpu_s": round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 1),
                       "wall_s": round(wall, 1), "bf16": embedder.uses_bf16,
-                      "workers": embedder._workers_for(64), "torch_threads": torch.get_num_threads()}))
+                      "workers": embedder._workers_for(64), "child_torch_threads": torch.get_num_threads()}))
 
 
 def run_embed(name: str, args, tmp: Path, first: Path | None) -> Path:
