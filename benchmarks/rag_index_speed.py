@@ -11,7 +11,10 @@ Two kinds of line, one JSON line each:
     - ``bf16-omp``: bfloat16 autocast, same threading;
     - ``bf16-workers``: bfloat16, whole batches on one worker per core, one intra-op thread each (the default now);
     - ``bf16-1``: bfloat16 on a single thread (``torch.set_num_threads(1)``), the CPU floor;
-    - ``fp32-workers``: float32 with workers.
+    - ``fp32-workers``: float32 with workers;
+    - ``fp32-1``: float32 on a single thread; ``ort-fp32-1``: the same model exported to ONNX and run by
+      ONNX Runtime (all graph optimisations) on one thread; the export needs ``pip install onnx``,
+      which cortex itself does not use (ONNX Runtime measured no faster than torch here).
 * ``part: cli``: ``cortex rag index ROOT`` end to end on a fresh ``CORTEX_HOME`` (``--cli auto,fp32``
   passes ``--precision``): its own stage times, and the CPU seconds and wall time of the process.
 
@@ -46,6 +49,8 @@ CONFIGS = {  # name -> (precision, torch threads (None: default), workers (None:
     "bf16-workers": ("bf16", None, None),
     "fp32-workers": ("fp32", None, None),
     "bf16-1": ("bf16", 1, None),
+    "fp32-1": ("fp32", 1, None),
+    "ort-fp32-1": ("fp32", 1, None),  # ONNX Runtime, one thread: needs `pip install onnx` to export
 }
 
 
@@ -63,6 +68,50 @@ def repo_texts(root: Path, step: int) -> list[str]:
     return sorted(texts, key=len)[::step]
 
 
+class OrtMiniLM:
+    """MiniLM exported by ``torch.onnx.export`` (mean pooling and L2 included), run by ONNX Runtime with all
+    graph optimisations on one thread; tokenised and batched exactly as :class:`MiniLMEmbedder` does."""
+
+    def __init__(self, embedder, folder: Path):
+        import onnxruntime as ort
+        import torch
+
+        class Pooled(torch.nn.Module):
+            def __init__(self, model):
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids, attention_mask):
+                hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+                w = attention_mask.unsqueeze(-1).to(hidden.dtype)
+                return torch.nn.functional.normalize((hidden * w).sum(1) / w.sum(1).clamp(min=1e-9), dim=-1)
+
+        path, ids = folder / "minilm.onnx", torch.ones((2, 16), dtype=torch.long)
+        axes = {"input_ids": {0: "b", 1: "t"}, "attention_mask": {0: "b", 1: "t"}, "embedding": {0: "b"}}
+        torch.onnx.export(Pooled(embedder._load_model()).eval(), (ids, ids), str(path), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask"], output_names=["embedding"], dynamic_axes=axes)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session, self.embedder, self.uses_bf16 = ort.InferenceSession(str(path), opts), embedder, False
+
+    def embed(self, texts, warn: bool = False):
+        import numpy as np
+
+        ids, _ = self.embedder._encode_ids(texts)
+        out = np.empty((len(ids), self.embedder.dim), dtype=np.float32)
+        for rows in self.embedder._batches([len(x) for x in ids], 1):
+            width = max(len(ids[r]) for r in rows)
+            batch, mask = np.zeros((len(rows), width), np.int64), np.zeros((len(rows), width), np.int64)
+            for j, r in enumerate(rows):
+                batch[j, : len(ids[r])], mask[j, : len(ids[r])] = ids[r], 1
+            out[rows] = self.session.run(None, {"input_ids": batch, "attention_mask": mask})[0]
+        return type("Batch", (), {"vectors": out})
+
+    def _workers_for(self, n: int) -> int:
+        return 1
+
+
 def one_config(name: str, texts_file: Path, save: Path) -> None:
     """Child process: embed the texts under setting ``name`` as the index does (64 per call), print a JSON line."""
     import numpy as np
@@ -75,7 +124,9 @@ def one_config(name: str, texts_file: Path, save: Path) -> None:
         torch.set_num_threads(threads)
     texts = json.loads(texts_file.read_text())
     embedder = MiniLMEmbedder(precision=precision, workers=workers)
-    embedder.embed(["warm up"], warn=False)  # model load is not what is measured here
+    if name.startswith("ort-"):
+        embedder = OrtMiniLM(embedder, save.parent)
+    embedder.embed(["warm up"], warn=False)  # model load (and export) is not what is measured here
     cpu0, t0 = os.times(), time.perf_counter()
     vectors = np.concatenate([embedder.embed(texts[s : s + 64], warn=False).vectors for s in range(0, len(texts), 64)])
     cpu1, wall = os.times(), time.perf_counter() - t0
