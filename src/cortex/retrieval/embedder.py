@@ -11,6 +11,7 @@ of 0.9999 (``benchmarks/rag_eval.py --precision fp32,bf16`` measures both side b
 
 from __future__ import annotations
 
+import functools
 import threading
 import warnings
 from collections.abc import Sequence
@@ -66,6 +67,7 @@ class Embedder(Protocol):
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+@functools.lru_cache(maxsize=None)
 def native_bf16(device: str = "cpu") -> bool:
     """Whether ``device`` is a CPU with bfloat16 instructions (AVX512-BF16 or AMX-BF16).
 
@@ -207,12 +209,13 @@ class MiniLMEmbedder:
             mask[j, : len(row)] = 1
         # inference mode and autocast are per thread, so each forward pass (whichever worker runs it) enters both
         autocast = torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.uses_bf16)
-        with torch.inference_mode(), autocast:
-            hidden = model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
-        hidden = hidden.float()  # pool and normalise in float32 whatever the matmuls ran in
-        m = mask.to(hidden.device, hidden.dtype).unsqueeze(-1)  # (B, T, 1)
-        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # (B, D)
-        return torch.nn.functional.normalize(pooled, p=2, dim=-1).cpu().numpy()
+        with torch.inference_mode():
+            with autocast:
+                hidden = model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
+            hidden = hidden.float()  # pool and normalise in float32 whatever the matmuls ran in
+            m = mask.to(hidden.device, hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # (B, D)
+            return torch.nn.functional.normalize(pooled, p=2, dim=-1).cpu().numpy()
 
     def _run_batches(self, ids: list[list[int]], out: np.ndarray) -> None:
         """Fill ``out`` with the vectors of ``ids``, whole batches spread over the workers."""
