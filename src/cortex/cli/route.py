@@ -121,6 +121,7 @@ def train_cmd(
     seed: int = typer.Option(None, "--seed", help="Seed of the split, initialization and batch order (default 0)."),
     ensemble: int = typer.Option(None, "--ensemble", help="Ensemble members per leaf (default 1)."),
     text_tokens: int = typer.Option(None, "--text-tokens", help="Tokens of each text the text encoder reads (default 48; the lexical root reads all)."),
+    text_depth: int = typer.Option(None, "--text-depth", help="Text-encoder layers run per decision (default 3 of MiniLM's 6: about half the cost; 0: all)."),
 ) -> None:
     """Train a router on a labeled JSONL file or routing logs and register it."""
     from rich.progress import Progress
@@ -131,7 +132,7 @@ def train_cmd(
 
     settings = RegisterSettings(**_given(
         family=family, name=name, champion=champion, knn_weight=knn_weight, masters=masters, rules=rules,
-        text_encoder=text_encoder, model=_given(ensemble_size=ensemble, max_text_tokens=text_tokens)))
+        text_encoder=text_encoder, model=_given(ensemble_size=ensemble, max_text_tokens=text_tokens, text_depth=text_depth)))
     train = TrainConfig(**_given(max_epochs=epochs, val_fraction=val_fraction, seed=seed))
     policy = PolicyConfig(**_given(confidence_threshold=threshold))
     fields = _fields(text_field, label_field, success_field, id_field, minutes_field, tokens_field, time_field,
@@ -150,6 +151,9 @@ def train_cmd(
     err.print(f"[green]registered[/] {out['router']} (kind router{', champion of ' + out['family'] if out['champion'] else ''}); "
               f"validation accuracy {v['accuracy']:.3f}, ECE {v['ece_before']:.3f} → {v['ece_after']:.3f} "
               f"after temperature {v['temperature_master']:.2f}; best epoch {v['best_epoch']}/{v['epochs']}")
+    if "success_auroc_head" in v:  # the success head against logistic regression on its own features
+        err.print(f"success head AUROC {v['success_auroc_head']:.3f} (logistic regression on the same features "
+                  f"{v['success_auroc_lr_same_features']:.3f}) on the validation split")
     typer.echo(json.dumps(out))
 
 

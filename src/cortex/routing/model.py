@@ -64,6 +64,34 @@ def success_leaf(i: int) -> str:
     return f"success_{i}"
 
 
+def _text_problems(text_layers: list[int] | None, lexical_buckets, lexical_dim, text_depth, head_layout) -> list[str]:
+    """What is wrong with RouterConfig's text-root, lexical-root and head-layout fields."""
+    problems = []
+    if text_layers is not None and (not text_layers or any(isinstance(v, bool) or not isinstance(v, int)
+                                                            for v in text_layers)):
+        problems.append(f"RouterConfig.text_layers={text_layers!r} must be a non-empty list of layer indices")
+    if isinstance(lexical_buckets, bool) or not isinstance(lexical_buckets, int) or lexical_buckets < 0:
+        problems.append(f"RouterConfig.lexical_buckets={lexical_buckets!r} must be an integer >= 0 (0: no lexical root)")
+    if isinstance(lexical_dim, bool) or not isinstance(lexical_dim, int) or lexical_dim < 1:
+        problems.append(f"RouterConfig.lexical_dim={lexical_dim!r} must be an integer >= 1")
+    if isinstance(text_depth, bool) or not isinstance(text_depth, int) or text_depth < 0:
+        problems.append(f"RouterConfig.text_depth={text_depth!r} must be an integer >= 0 (0: every layer)")
+    if head_layout not in HEAD_LAYOUTS:
+        problems.append(f"RouterConfig.head_layout={head_layout!r} must be one of {', '.join(HEAD_LAYOUTS)}")
+    return problems
+
+
+def _topic_problems(topics: list[dict[str, str]], masters: set) -> list[str]:
+    """What is wrong with RouterConfig.topics (each needs a name and an owning master; names unique)."""
+    problems = []
+    bad_topics = [t for t in topics if t.get("master") not in masters or not t.get("name")]
+    if bad_topics:
+        problems.append(f"RouterConfig.topics {bad_topics[:3]} need a 'name' and a 'master' among the masters")
+    if len({t.get("name") for t in topics}) != len(topics):
+        problems.append("RouterConfig.topics names must be unique")
+    return problems
+
+
 class RouterConfig(PreTrainedConfig):
     """Architecture of a router: its masters, its tree, its context features and calibration.
 
@@ -151,28 +179,13 @@ class RouterConfig(PreTrainedConfig):
             if not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
                 problems.append(f"RouterConfig.{name}={value!r} must be a finite number > 0")
         text_layers = None if text_layers is None else list(text_layers)
-        if text_layers is not None and (not text_layers or any(isinstance(v, bool) or not isinstance(v, int)
-                                                                for v in text_layers)):
-            problems.append(f"RouterConfig.text_layers={text_layers!r} must be a non-empty list of layer indices")
-        if isinstance(lexical_buckets, bool) or not isinstance(lexical_buckets, int) or lexical_buckets < 0:
-            problems.append(f"RouterConfig.lexical_buckets={lexical_buckets!r} must be an integer >= 0 (0: no lexical root)")
-        if isinstance(lexical_dim, bool) or not isinstance(lexical_dim, int) or lexical_dim < 1:
-            problems.append(f"RouterConfig.lexical_dim={lexical_dim!r} must be an integer >= 1")
         topics = [dict(t) for t in (topics or [])]
-        names_set = {m.get("name") for m in masters}
-        bad_topics = [t for t in topics if t.get("master") not in names_set or not t.get("name")]
-        if bad_topics:
-            problems.append(f"RouterConfig.topics {bad_topics[:3]} need a 'name' and a 'master' among the masters")
-        if len({t.get("name") for t in topics}) != len(topics):
-            problems.append("RouterConfig.topics names must be unique")
         if head_layout is None:  # a saved config without the field predates it: its branches are MLPs
             head_layout = "branch_mlp" if tree is not None else "shared_hidden"
         if text_depth is None:  # likewise: a saved config without it ran every layer of its encoder
             text_depth = 0 if tree is not None else DEFAULT_TEXT_DEPTH
-        if isinstance(text_depth, bool) or not isinstance(text_depth, int) or text_depth < 0:
-            problems.append(f"RouterConfig.text_depth={text_depth!r} must be an integer >= 0 (0: every layer)")
-        if head_layout not in HEAD_LAYOUTS:
-            problems.append(f"RouterConfig.head_layout={head_layout!r} must be one of {', '.join(HEAD_LAYOUTS)}")
+        problems += _text_problems(text_layers, lexical_buckets, lexical_dim, text_depth, head_layout)
+        problems += _topic_problems(topics, {m.get("name") for m in masters})
         if problems:
             raise ConfigError("; ".join(problems) + ".")
         self.head_layout, self.text_depth = head_layout, text_depth
@@ -368,6 +381,9 @@ class RouterModel(PreTrainedModel):
         # topic index → master index; the master's logit is the log-sum-exp of its topics' logits
         owner = [config.master_names.index(t["master"]) for t in config.topics]
         self.register_buffer("topic_master", torch.as_tensor(owner, dtype=torch.long), persistent=False)
+        owns = torch.nn.functional.one_hot(self.topic_master, len(config.masters)).bool() if owner else \
+            torch.zeros(0, len(config.masters), dtype=torch.bool)
+        self.register_buffer("topic_owns", owns, persistent=False)  # (T, C): built once, not per decision
         # pooled sentence features share a large common direction and have tiny per-feature spreads;
         # standardizing them with training statistics lets the heads learn in a few epochs
         self.register_buffer("text_mean", torch.zeros(self.text_dim))
@@ -424,7 +440,9 @@ class RouterModel(PreTrainedModel):
 
     def text_tokenizer(self):
         """The text root's tokenizer (saved copy in the router folder, else the source's)."""
-        return self.tree.root_tokenizers()[TEXT_ROOT]
+        # the tree's own cache first: root_tokenizers() re-parses every root spec (~1 ms), once per decision
+        tok = self.tree._tokenizers.get(TEXT_ROOT)
+        return tok if tok is not None else self.tree.root_tokenizers()[TEXT_ROOT]
 
     def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled text features ``(B, H * len(text_layers))`` of tokenized texts ``(B, T)``."""
@@ -463,7 +481,10 @@ class RouterModel(PreTrainedModel):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         lexical: LexicalBags | None = None,
+        success_leaves: bool = True,
     ) -> RouterOutput:
+        """``success_leaves=False`` skips the per-master success leaves (``success_logits`` is then ``None``):
+        a router serving a success head (:mod:`.success`) does not read them."""
         if (text_features is None) == (input_ids is None):
             raise ModelInputError(
                 "Pass exactly one of text_features (B, H) (cached pooled text features) or input_ids (B, T) "
@@ -489,11 +510,12 @@ class RouterModel(PreTrainedModel):
                 raise ModelInputError(f"This router has a lexical root: pass lexical bags for the {B} texts "
                                       "(model.lexical_bags(texts)).")
             features = features + self.lexical(lexical)
-        out = self.tree.call_from_trunk(self.hidden(features), None, trunk.attention_mask, trunk.root_spans)
+        keys = None if success_leaves else [k for k in self.tree.leaves if not k.startswith("success_")]
+        out = self.tree.call_from_trunk(self.hidden(features), keys, trunk.attention_mask, trunk.root_spans)
         leaves = out.leaf_outputs
         C = len(self.masters)
         success = None
-        if "success" in self.config.outcomes:
+        if "success" in self.config.outcomes and success_leaves:
             # log-odds of each master's binary success head: logit(success) - logit(failure)
             success = torch.stack([leaves[success_leaf(i)].logits[..., 1] - leaves[success_leaf(i)].logits[..., 0]
                                    for i in range(C)], dim=-1)
@@ -511,9 +533,7 @@ class RouterModel(PreTrainedModel):
         if not self.config.topics:
             return leaves["master"].logits
         t = leaves["topic"].logits  # (E, B, T)
-        C = len(self.masters)
-        owns = torch.nn.functional.one_hot(self.topic_master, C).bool()  # (T, C)
-        masked = t[..., :, None].masked_fill(~owns, float("-inf"))  # (E, B, T, C)
+        masked = t[..., :, None].masked_fill(~self.topic_owns, float("-inf"))  # (E, B, T, C)
         return torch.logsumexp(masked, dim=-2)
 
     def losses(
@@ -562,16 +582,18 @@ class RouterModel(PreTrainedModel):
 
     @torch.inference_mode()
     def predict(self, text_features: torch.Tensor, context: torch.Tensor | None = None,
-                lexical: LexicalBags | None = None) -> RouterPredictions:
-        """Calibrated predictions (temperature-scaled; ensemble logits averaged) as numpy ``(B, C)`` arrays."""
+                lexical: LexicalBags | None = None, success_leaves: bool = True) -> RouterPredictions:
+        """Calibrated predictions (temperature-scaled; ensemble logits averaged) as numpy ``(B, C)`` arrays
+        (``success`` is ``None`` with ``success_leaves=False``)."""
+        kwargs = {"text_features": text_features, "context": context, "lexical": lexical, "success_leaves": success_leaves}
         if self.training:  # switching modes walks every submodule: only do it when needed
             self.eval()
             try:
-                out = self(text_features=text_features, context=context, lexical=lexical)
+                out = self(**kwargs)
             finally:
                 self.train()
         else:
-            out = self(text_features=text_features, context=context, lexical=lexical)
+            out = self(**kwargs)
         return outputs_to_predictions(out, self.config)
 
 

@@ -210,12 +210,13 @@ class Router:
         """Calibrated predictions for ``(B, H)`` text features, ``(B, F)`` raw contexts and the ``B`` texts
         themselves (the lexical root and the success head read them whole; ``ids`` = their :meth:`word_ids`)."""
         ids = self.word_ids(texts) if ids is None else ids
+        head = self.success is not None and "success" in self.model.config.outcomes
         pred = self.model.predict(torch.from_numpy(features), torch.as_tensor(contexts, dtype=torch.float32),
-                                  self.model.lexical_bags_from_ids(ids))
-        if self.success is not None and pred.success is not None:
+                                  self.model.lexical_bags_from_ids(ids), success_leaves=not head)
+        if head:  # the head answers for the masters whose success training observed, as the leaves would
             stats = text_statistics(list(texts), [len(r) for r in ids])
-            head = self.success.predict(features, len(self.masters), stats)
-            pred.success = np.where(np.isfinite(pred.success), head, np.nan)
+            observed = np.asarray(self.model.config.observed["success"], dtype=bool)
+            pred.success = np.where(observed, self.success.predict(features, len(self.masters), stats), np.nan)
         return pred
 
     # ------------------------------------------------------------------------------- routing
