@@ -378,12 +378,9 @@ class RouterModel(PreTrainedModel):
         # shared_hidden: the sum of the roots' projections is the hidden layer every leaf reads
         self.hidden = (torch.nn.Sequential(torch.nn.GELU(), torch.nn.Dropout(config.dropout))
                        if config.head_layout == "shared_hidden" else torch.nn.Identity())
-        # topic index → master index; the master's logit is the log-sum-exp of its topics' logits
-        owner = [config.master_names.index(t["master"]) for t in config.topics]
-        self.register_buffer("topic_master", torch.as_tensor(owner, dtype=torch.long), persistent=False)
-        owns = torch.nn.functional.one_hot(self.topic_master, len(config.masters)).bool() if owner else \
-            torch.zeros(0, len(config.masters), dtype=torch.bool)
-        self.register_buffer("topic_owns", owns, persistent=False)  # (T, C): built once, not per decision
+        # (T, C) topic → owning master, built on first use: the master's logit is the log-sum-exp of its
+        # topics'. A plain attribute, not a buffer: from_pretrained leaves non-persistent buffers unfilled.
+        self._topic_owns: torch.Tensor | None = None
         # pooled sentence features share a large common direction and have tiny per-feature spreads;
         # standardizing them with training statistics lets the heads learn in a few epochs
         self.register_buffer("text_mean", torch.zeros(self.text_dim))
@@ -533,7 +530,11 @@ class RouterModel(PreTrainedModel):
         if not self.config.topics:
             return leaves["master"].logits
         t = leaves["topic"].logits  # (E, B, T)
-        masked = t[..., :, None].masked_fill(~self.topic_owns, float("-inf"))  # (E, B, T, C)
+        owns = self._topic_owns
+        if owns is None or owns.device != t.device:
+            owner = torch.as_tensor([self.masters.index(x["master"]) for x in self.config.topics], device=t.device)
+            owns = self._topic_owns = torch.nn.functional.one_hot(owner, len(self.masters)).bool()
+        masked = t[..., :, None].masked_fill(~owns, float("-inf"))  # (E, B, T, C)
         return torch.logsumexp(masked, dim=-2)
 
     def losses(
