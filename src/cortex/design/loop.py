@@ -511,7 +511,11 @@ class DesignLoop:
         parents = self._parents(data, states)
         if self.black_box.remaining is not None:
             n = min(n, self.black_box.remaining)
-        acquisition = self.lambo.acquisition(states[data.feasible])
+        share = self.shares(n)
+        # the acquisition (a forward pass over every feasible design) only when some source ranks by it
+        needed = (share["trust_region"] and cfg.trust_region_rank == "acquisition") or share["crossover"] \
+            or (share["evolution"] and cfg.evolution_rank == "acquisition") or cfg.shared_fraction < 1.0
+        acquisition = self.lambo.acquisition(states[data.feasible]) if needed else None
         chosen: list[torch.Tensor] = []
         keys: set[bytes] = set()
 
@@ -532,7 +536,6 @@ class DesignLoop:
                     self._pending[key] = (source, ref)
                     self.proposal_sources[source] = self.proposal_sources.get(source, 0) + 1
 
-        share = self.shares(n)
         region = self._trust_region(data, states, acquisition) if share["trust_region"] else None
         if share["trust_region"]:
             take(region, share["trust_region"], "trust_region")
