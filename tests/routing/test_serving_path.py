@@ -82,3 +82,14 @@ def test_vote_only_for_unsure_rows_gives_the_same_decisions(trained):
     a, b = lazy.route_many(texts), always.route_many(texts)
     assert [(d.master, d.path) for d in a] == [(d.master, d.path) for d in b]
     assert {d.path for d in b} & {"model"}  # some rows never needed the vote
+
+
+def test_saved_router_with_topics_predicts_as_before(tiny_encoder, tmp_path):
+    topics = [{"name": f"t{i}", "master": MASTERS[i % len(MASTERS)]} for i in range(8)]
+    model = RouterModel.from_pretrained_text(RouterConfig(masters=MASTERS, text_source=str(tiny_encoder),
+                                                          topics=topics, lexical_buckets=0))
+    x = torch.randn(6, model.text_dim)
+    before = model.predict(x).probs
+    model.save_pretrained(tmp_path)
+    after = RouterModel.from_pretrained(tmp_path).predict(x).probs
+    np.testing.assert_allclose(after, before, atol=1e-6)
