@@ -17,6 +17,13 @@ round's fine-tune, as the loop does) and reports, one JSON line per (variant, in
   round would send) that are feasible; ``top_k_improving``: how many of them improve;
 * ``fit_seconds``, ``score_seconds`` and the machine.
 
+``--offspring`` asks the same of the ``offspring`` preset (surrogate-ranked GA children): it runs that preset to
+``--at`` evaluations, breeds the round's pool of children of the elite as the loop does (support-filtered, never
+seen), evaluates every child, and reports per instance, for the rank the loop uses (acquisition plus support
+prior), the acquisition alone and the ensemble mean: AUROC for children that beat their parent
+(``auroc_improving_*``) and for children at least as good as their parent (``auroc_not_worse_*``), and how many of
+the ``--k`` best-ranked children are not worse, against ``--k`` times the pool's rate (a random pick).
+
 Variants: ``default``; ``no_feasibility`` (acquisition without the p(feasible) factor); ``no_prior``
 (without the support prior); ``fixed_steps`` (40 fine-tune steps instead of epochs with early
 stopping); ``ensemble_1`` / ``ensemble_8``; ``kernel_5``; ``transformer`` (transformer root); ``random``.
@@ -93,6 +100,33 @@ def with_overrides(config, overrides: dict):
     return config
 
 
+def offspring_row(problem, seed: int, at: int, k: int, pool_rounds: int) -> dict:
+    """The ``--offspring`` line of one instance (see the module docstring)."""
+    loop = ehrlich_design_loop(problem, quickstart_config(seed=seed, preset="offspring"), budget=at)
+    loop.run(problem.random_feasible(128, seed=10_000 + seed))
+    data, states = loop.data(), loop.black_box.states_tensor()
+    acquisition = loop.lambo.acquisition(states[data.feasible])
+    # the pool of ``pool_rounds`` rounds, bred and filtered exactly as the loop's offspring source does
+    children, _, parent_values = loop._evolution(data, states, acquisition, pool_rounds * loop.config.batch_size)
+    truth = problem(children).double()
+    acq = loop.lambo.score(children, acquisition)
+    w = loop.support.log_weights()
+    ranks = {"rank": acq + w[children[:, :-1], children[:, 1:]].sum(-1), "acquisition": acq,
+             "mean": loop.lambo.predict(children)[..., 0].mean(0)}
+    improving = truth > parent_values.double() + 1e-9
+    not_worse = truth >= parent_values.double() - 1e-9
+    row = {"mode": "offspring", "problem": problem.config.variant, "instance": seed, "at": at,
+           "best": loop.black_box.best()[1], "pool": len(children), "improving": int(improving.sum()),
+           "not_worse": int(not_worse.sum()), "feasible": round(float(torch.isfinite(truth).double().mean()), 4),
+           "random_top_k_not_worse": round(k * float(not_worse.double().mean()), 2)}
+    for name, score in ranks.items():
+        top = torch.argsort(score, descending=True)[:k]
+        row[f"auroc_improving_{name}"] = auroc(score, improving)
+        row[f"auroc_not_worse_{name}"] = auroc(score, not_worse)
+        row[f"top_k_not_worse_{name}"] = int(not_worse[top].sum())
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="32,32,4,4,4")
@@ -102,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-doubles", type=int, default=8000)
     parser.add_argument("--k", type=int, default=32, help="proposals per round (top-k share)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated from {list(VARIANTS)}")
+    parser.add_argument("--offspring", action="store_true",
+                        help="rank the offspring preset's GA children instead of the default preset's mutants")
+    parser.add_argument("--pool-rounds", type=int, default=16, help="--offspring: pool of this many rounds' children")
     args = parser.parse_args(argv)
     names = [v for v in args.variants.split(",") if v]
     unknown = [v for v in names if v not in VARIANTS]
@@ -111,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         problem = Ehrlich.from_variant(args.variant, random_seed=seed)
+        if args.offspring:
+            row = offspring_row(problem, seed, args.at, args.k, args.pool_rounds)
+            print(json.dumps({**row, "load_average": [round(v, 2) for v in os.getloadavg()], "machine": info}),
+                  flush=True)
+            continue
         run = ehrlich_design_loop(problem, quickstart_config(seed=seed), budget=args.at)
         run.run(problem.random_feasible(128, seed=10_000 + seed))
         frame = run.black_box.to_dataframe()
