@@ -52,19 +52,23 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_encoder(tmp_path_factory, minilm_dir) -> Path:
-    """A 1-layer BERT of width 12 (random weights) with MiniLM's real tokenizer: a fast text root."""
+def save_random_bert(folder: Path, tokenizer_dir: Path, layers: int, seed: int) -> Path:
+    """A random BERT of width 12 with ``layers`` layers and MiniLM's real tokenizer, saved in ``folder``."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=12, num_hidden_layers=1, num_attention_heads=3,
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=30522, hidden_size=12, num_hidden_layers=layers, num_attention_heads=3,
                      intermediate_size=11, max_position_embeddings=64)
-    folder = tmp_path_factory.mktemp("tiny-encoder")
     BertModel(cfg).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(minilm_dir).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory, minilm_dir) -> Path:
+    """A 1-layer BERT of width 12 (random weights) with MiniLM's real tokenizer: a fast text root."""
+    return save_random_bert(tmp_path_factory.mktemp("tiny-encoder"), minilm_dir, layers=1, seed=0)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from cortex.routing.model import RouterConfig, RouterModel, truncate_encoder
 from cortex.routing.policy import PolicyConfig
 from cortex.routing.router import Router
 
-from .conftest import MASTERS
+from .conftest import MASTERS, save_random_bert
 
 TEXTS = ["fix the flaky CI job", "Which drug interactions matter for a patient on warfarin who starts antibiotics? " * 3,
          "é unicode ñ 42", "refactor"]
@@ -20,15 +20,7 @@ TEXTS = ["fix the flaky CI job", "Which drug interactions matter for a patient o
 @pytest.fixture(scope="module")
 def two_layer_encoder(tmp_path_factory, minilm_dir):
     """A 2-layer random BERT with MiniLM's tokenizer (for shortening to one layer)."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    torch.manual_seed(1)
-    cfg = BertConfig(vocab_size=30522, hidden_size=12, num_hidden_layers=2, num_attention_heads=3,
-                     intermediate_size=11, max_position_embeddings=64)
-    folder = tmp_path_factory.mktemp("two-layer-encoder")
-    BertModel(cfg).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(minilm_dir).save_pretrained(folder)
-    return folder
+    return save_random_bert(tmp_path_factory.mktemp("two-layer-encoder"), minilm_dir, layers=2, seed=1)
 
 
 def test_word_ids_give_the_tokenizers_truncated_batch(tiny_encoder):

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cortex._fit import BestWeights, optimizer_step
 from cortex.errors import ConfigError, DataError
 from cortex.routing.calibration import fit_temperature, nll
 from cortex.routing.context import UNIT_SCALE
@@ -282,8 +283,9 @@ def fit(model: RouterModel, tr: FeatureSet, va: FeatureSet, tr_texts: list[str] 
     """Epochs with early stopping on the validation loss; leaves the best weights in ``model``.
     Returns ``(best_epoch, history)``."""
     opts = _optimizers(model, cfg)
-    frozen = model.config.freeze_text
-    best, best_state, best_epoch, bad_epochs, history = math.inf, None, 0, 0, []
+    frozen = model.config.freeze_text  # a frozen text root never changes: its weights are not copied
+    best = BestWeights(cfg.patience, keep=lambda k: not frozen or not k.startswith("tree.roots."))
+    history = []
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
         order = torch.randperm(len(tr), generator=gen)
@@ -293,25 +295,16 @@ def fit(model: RouterModel, tr: FeatureSet, va: FeatureSet, tr_texts: list[str] 
             batch = tr.subset(idx)
             out = _forward(model, batch, [tr_texts[i] for i in idx] if tr_texts is not None else None, cfg.device)
             loss = _total(_losses(model, out, batch, cfg.device), cfg.outcome_weight)
-            for o in opts:
-                o.zero_grad(set_to_none=True)
-            loss.backward()
-            for o in opts:
-                o.step()
+            optimizer_step(loss, opts)
             running += float(loss.detach()) * len(idx)
         val_loss, _ = _evaluate_loss(model, va, va_texts, cfg)
         history.append({"epoch": epoch, "train_loss": running / len(tr), "val_loss": val_loss})
         if progress:
             progress("train", epoch, cfg.max_epochs)
-        if val_loss < best - 1e-4:
-            best, best_epoch, bad_epochs = val_loss, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()
-                          if not k.startswith("tree.roots.") or not frozen}
-        else:
-            bad_epochs += 1
-            if bad_epochs >= cfg.patience:
-                break
-    model.load_state_dict(best_state, strict=False)
+        if best.update(val_loss, model):
+            break
+    best.restore(model)
+    best_epoch = best.best_check
     model.eval()
     return best_epoch, history
 
