@@ -83,4 +83,5 @@ DEFAULT_LOOP = {"batch_size": 32, "num_chains": 16, "num_parents": 8, "parent_se
 # children the tree ranks "not worse than the parent" well (AUROC ~0.75-0.8) but "better" at chance, so the
 # ranking mostly keeps evaluations off children that break a motif (see the README's Guided design section).
 OFFSPRING_LOOP = {"batch_size": 12, "trust_region_fraction": 0.0, "evolution_fraction": 1.0,
-                  "evolution_rank": "acquisition", "evolution_candidates": 4, "fit_every": 4}
+                  "evolution_rank": "acquisition", "evolution_candidates": 4, "evolution_mutation_rate": 2.0,
+                  "fit_every": 4}
