@@ -94,7 +94,8 @@ def quickstart_cmd(
     seed: int = typer.Option(0, "--seed", help="Seeds the problem instance, the initial designs and the optimizers."),
     out: Path = typer.Option(Path("cortex-quickstart"), "--out", help="Output folder (history, plot); reruns resume here."),
     preset: str = typer.Option("default", "--preset",
-                               help="default (repair moves + trust region) or published (LaMBO-2 as published)."),
+                               help="default (repair moves + trust region), published (LaMBO-2 as published) or offspring\n"
+                                    "(GA children of the elite ranked by the tree; see the README)."),
 ) -> None:
     """The main job: LaMBO-2 on an Ehrlich function vs a genetic algorithm, offline, in a few minutes."""
     from cortex.design.quickstart import quickstart_config
