@@ -14,11 +14,14 @@ Splits (all carved from ``train.jsonl``; the project's kept-back test split is n
 
 Methods, one JSON line each:
 
-* ``router_new`` / ``router_prev`` / ``router_old``: ``cortex route`` policy decisions with the int8
-  serving encoder (as ``cortex route serve`` runs), plus the model's own figures. new = the defaults
-  now (success head included); prev = the first issue-16 router (all 6 layers pooled over the last
-  three, MLP branches, success from the tree's leaf); old = before issue 16 (256 text tokens, last
-  layer, no lexical root, no topics, MLP branches). ``int8_fp32_agreement``: share of identical top
+* ``router_new`` / ``router_prev`` / ``router_first16`` / ``router_old``: ``cortex route`` policy
+  decisions with the int8 serving encoder (as ``cortex route serve`` runs; per-channel weight scales
+  for all four since this stop), plus the model's own figures. new = the defaults now (128 tokens,
+  convex read-out, success head); prev = the defaults of the previous stop (48 tokens, no read-out);
+  first16 = the first issue-16 router (all 6 layers pooled over the last three, MLP branches, success
+  from the tree's leaf); old = before issue 16 (256 text tokens, last layer, no lexical root, no
+  topics, MLP branches). ``fp32_model_macro_f1`` / ``int8_model_macro_f1``: the model's own top
+  master with each encoder, so the cost of int8 is read directly. ``int8_fp32_agreement``: share of identical top
   masters between the int8 and the fp32 encoder. ``success_auroc_tree_leaf``: the new router's tree
   success leaf alone, for comparison with its success head.
 * ``knn10_minilm``: semantic-router style vote of the 10 nearest training prompts (MiniLM, 256 tokens,
@@ -78,8 +81,11 @@ def cost_quality(p_weak_fails: np.ndarray, weak: np.ndarray, strong: np.ndarray,
 
 
 OLD = {"max_text_tokens": 256, "text_layers": [-1], "lexical_buckets": 0, "topics": [], "head_layout": "branch_mlp",
-       "hidden_dim": 256, "dropout": 0.5, "text_depth": 0}
-PREV = {"text_layers": [-3, -2, -1], "head_layout": "branch_mlp", "hidden_dim": 256, "dropout": 0.5, "text_depth": 0}
+       "hidden_dim": 256, "dropout": 0.5, "text_depth": 0, "readout": False}
+# prev: the defaults of the last stop (48 tokens, no convex read-out); first16: the first issue-16 router
+PREV = {"max_text_tokens": 48, "readout": False}
+FIRST16 = {"text_layers": [-3, -2, -1], "head_layout": "branch_mlp", "hidden_dim": 256, "dropout": 0.5, "text_depth": 0,
+           "max_text_tokens": 48, "readout": False}
 PREV_TRAIN = {"batch_size": 128, "lr": 1e-3, "weight_decay": 0.05, "lexical_lr_scale": 10.0, "outcome_weight": 1.0}
 
 
@@ -105,7 +111,7 @@ def load(path: str, test_fraction: float, seed: int):
 def router_line(name: str, res, train_s: float, train, test, masters, with_head: bool) -> dict:
     """Held-out figures of a trained router, served with the int8 encoder, plus fp32 agreement."""
     from cortex.routing.evaluation import evaluate_router, frame_features
-    from cortex.routing.metrics import auroc
+    from cortex.routing.metrics import auroc, macro_f1
     from cortex.routing.policy import PolicyConfig
     from cortex.routing.router import Router
 
@@ -128,7 +134,9 @@ def router_line(name: str, res, train_s: float, train, test, masters, with_head:
     return {"method": name, **{k: rep.to_dict()[k] for k in ("accuracy", "macro_f1", "model_accuracy", "ece",
                                                                 "success_auroc", "fallback_rate")},
             "success_auroc_tree_leaf": auroc(weak.astype(bool), leaf), "success_head": router.success is not None,
-            "int8_fp32_agreement": float((fp32 == int8.probs.argmax(1)).mean()), "train_s": round(train_s, 1),
+            "int8_fp32_agreement": float((fp32 == int8.probs.argmax(1)).mean()),
+            "fp32_model_macro_f1": macro_f1(handled, fp32), "int8_model_macro_f1": macro_f1(handled, int8.probs.argmax(1)),
+            "train_s": round(train_s, 1),
             **cost_quality(1.0 - s, weak, strong), "val": res.validation}
 
 
@@ -196,9 +204,9 @@ def main() -> None:
     base = {"n_train": len(train), "n_test": len(test), "weak_acc": float(test["success"].mean()),
             "strong_acc": float(test["strong"].mean()), **machine()}
     results = {}
-    for name, kwargs in (("router_new", None), ("router_prev", PREV), ("router_old", OLD)):
+    for name, kwargs in (("router_new", None), ("router_prev", PREV), ("router_first16", FIRST16), ("router_old", OLD)):
         t0 = time.perf_counter()
-        run = {} if kwargs is None else PREV_TRAIN  # prev and old train as they did then
+        run = {} if kwargs in (None, PREV) else PREV_TRAIN  # first16 and old train as they did then
         res = train_router(train, masters, model_kwargs=kwargs, train=TrainConfig(seed=args.seed, **run))
         results[name] = res
         line = router_line(name, res, time.perf_counter() - t0, train, test, masters, with_head=name == "router_new")

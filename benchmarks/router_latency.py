@@ -1,7 +1,7 @@
 """Router decision latency on the dataset's real prompts, in-process and over HTTP, the router as it
-is now (``new``: first 3 MiniLM layers, 48 tokens, one tokenization, success head, kNN vote only when
-needed) beside the first issue-16 router (``prev``: all 6 layers, 48 tokens) and the router before
-issue 16 (``old``: 256 text tokens, last layer, no lexical root).
+is now (``new``: first 3 MiniLM layers, 128 tokens, convex read-out, one tokenization, success head, kNN
+vote only when needed) beside the defaults of the previous stop (``prev``: the same with 48 tokens, no
+read-out) and the router before issue 16 (``old``: 256 text tokens, last layer, no lexical root).
 
     python benchmarks/router_latency.py [--n 300] [--http-requests 600] [--clients 8]
 
@@ -168,8 +168,9 @@ def serve(home: str, router: str, quantize: bool) -> tuple[subprocess.Popen, str
 
 
 OLD = {"max_text_tokens": 256, "text_layers": [-1], "lexical_buckets": 0, "topics": [], "head_layout": "branch_mlp",
-       "hidden_dim": 256, "dropout": 0.5, "text_depth": 0}
-PREV = {"text_layers": [-3, -2, -1], "head_layout": "branch_mlp", "hidden_dim": 256, "dropout": 0.5, "text_depth": 0}
+       "hidden_dim": 256, "dropout": 0.5, "text_depth": 0, "readout": False}
+# prev: the defaults of the last stop (48 tokens, no convex read-out)
+PREV = {"max_text_tokens": 48, "readout": False}
 PREV_TRAIN = {"batch_size": 128, "lr": 1e-3, "weight_decay": 0.05, "lexical_lr_scale": 10.0, "outcome_weight": 1.0}
 
 
@@ -192,7 +193,7 @@ def train_both(args, home: str) -> list[str]:
     train_idx, test_idx = stratified_split(master_indices(frame["label"], names, "label"), 0.2, args.seed)
     rules = RuleSet.load(ROOT / "src" / "cortex" / "configs" / "router" / "rules.yaml", names)
     for name, kwargs in (("new", None), ("prev", PREV), ("old", OLD)):
-        run = {} if kwargs is None else PREV_TRAIN  # prev and old train as they did then
+        run = {} if kwargs in (None, PREV) else PREV_TRAIN  # old trains as it did then
         res = train_router(frame.iloc[train_idx], masters, model_kwargs=kwargs, train=TrainConfig(seed=args.seed, **run))
         router = Router(res.model, PolicyConfig(knn_weight=res.knn_weight), rules, res.knn,
                         success=res.success if name == "new" else None)

@@ -85,7 +85,12 @@ class TextEncoder:
             try:
                 with warnings.catch_warnings():  # torch marks eager quantization deprecated in favour of torchao
                     warnings.simplefilter("ignore")
-                    backbone = torch.ao.quantization.quantize_dynamic(backbone, {torch.nn.Linear}, dtype=torch.qint8)
+                    # per-channel weight scales: per-tensor ones moved the pooled features of real prompts to a
+                    # median cosine of 0.971 with fp32 and cost 1.8 macro-F1 points on the tuning split (per
+                    # channel: cosine 0.995, same speed)
+                    qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+                    backbone = torch.ao.quantization.quantize_dynamic(backbone, {torch.nn.Linear: qconfig},
+                                                                      dtype=torch.qint8)
             except (RuntimeError, AttributeError) as e:
                 raise RoutingError(
                     f"int8 quantization is not available in this torch build ({e}); serve without --quantize."

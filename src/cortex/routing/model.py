@@ -115,6 +115,15 @@ class RouterConfig(PreTrainedConfig):
         topics: ``[{"name": ..., "master": ...}, ...]`` finer labels (e.g. subjects), each owned by one
             master; with them the master probabilities are sums of a topic classifier's.
 
+        text_dropout: dropout on the standardized text features while training (before the text mix): the
+            pooled sentence features are wide and few rows are labelled, so the heads overfit them without it.
+        readout: a linear read-out from the standardized text features to the topics (or masters), fitted
+            after the tree by a convex solver (:func:`~cortex.routing.training.fit_readout`); default on for new
+            routers, off for a saved config without the field. readout_weight: its share of the master
+            probabilities, ``(1 - w) p_tree + w p_readout`` (chosen on the validation split; 0: the tree alone).
+            Why: on the routing data a multinomial logistic regression on the pooled MiniLM features beat every
+            trained head (2-3 macro-F1 points on the tuning split), and a convex fit has no seed or stopping
+            noise.
         text_depth: run at most the text encoder's first ``text_depth`` layers (0: all of them); the
             dropped layers are removed from the backbone, so serving, caching and saving see the
             shorter encoder. ``text_layers`` then index its hidden states.
@@ -125,8 +134,8 @@ class RouterConfig(PreTrainedConfig):
             Why: on the shared routing data, stacks of linear maps (text mix, trunk projection, branch
             layers, leaf) trained unstably with Adam and lost 3-5 macro-F1 points to one hidden layer.
 
-    Defaults (48 text tokens, the last three layers, lexical root, topics when the data has them, the shared
-    hidden layer) were chosen on a validation split carved from the training part of the shared routing data
+    Defaults (128 text tokens, the first three MiniLM layers pooled over the last two, lexical root, topics when
+    the data has them, the shared hidden layer, the convex read-out) were chosen on a validation split carved from the training part of the shared routing data
     (benchmarks/router_eval.py).
     """
 
@@ -143,7 +152,7 @@ class RouterConfig(PreTrainedConfig):
         dropout: float = 0.3,
         ensemble_size: int = 1,
         freeze_text: bool = True,
-        max_text_tokens: int = 48,
+        max_text_tokens: int = 128,
         context_hidden: int = 32,
         tree: dict[str, Any] | None = None,
         temperature_master: float = 1.0,
@@ -155,6 +164,9 @@ class RouterConfig(PreTrainedConfig):
         topics: list[dict[str, str]] | None = None,
         head_layout: str | None = None,
         text_depth: int | None = None,
+        text_dropout: float = 0.0,
+        readout: bool | None = None,
+        readout_weight: float = 0.0,
         **kwargs,
     ):
         masters = [dict(m) if isinstance(m, dict) else {"name": str(m), "description": ""} for m in (masters or [])]
@@ -173,8 +185,9 @@ class RouterConfig(PreTrainedConfig):
                 problems.append(f"RouterConfig.{name}={value!r} must be an integer >= 1")
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
             problems.append(f"RouterConfig.num_layers={num_layers!r} must be an integer >= 0")
-        if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            problems.append(f"RouterConfig.dropout={dropout!r} must be in [0, 1)")
+        for name, value in (("dropout", dropout), ("text_dropout", text_dropout)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                problems.append(f"RouterConfig.{name}={value!r} must be in [0, 1)")
         for name, value in (("temperature_master", temperature_master), ("temperature_success", temperature_success)):
             if not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
                 problems.append(f"RouterConfig.{name}={value!r} must be a finite number > 0")
@@ -186,6 +199,11 @@ class RouterConfig(PreTrainedConfig):
             text_depth = 0 if tree is not None else DEFAULT_TEXT_DEPTH
         problems += _text_problems(text_layers, lexical_buckets, lexical_dim, text_depth, head_layout)
         problems += _topic_problems(topics, {m.get("name") for m in masters})
+        if readout is None:  # a saved config without the field predates the read-out
+            readout = tree is None
+        if isinstance(readout_weight, bool) or not isinstance(readout_weight, (int, float)) \
+                or not 0.0 <= readout_weight <= 1.0:
+            problems.append(f"RouterConfig.readout_weight={readout_weight!r} must be in [0, 1]")
         if problems:
             raise ConfigError("; ".join(problems) + ".")
         self.head_layout, self.text_depth = head_layout, text_depth
@@ -195,6 +213,8 @@ class RouterConfig(PreTrainedConfig):
         self.outcomes = outcomes
         self.hidden_dim, self.branch_dim, self.num_layers = hidden_dim, branch_dim, num_layers
         self.dropout, self.ensemble_size, self.freeze_text = float(dropout), ensemble_size, bool(freeze_text)
+        self.text_dropout = float(text_dropout)
+        self.readout, self.readout_weight = bool(readout), float(readout_weight)
         self.max_text_tokens, self.context_hidden = max_text_tokens, context_hidden
         self.temperature_master, self.temperature_success = float(temperature_master), float(temperature_success)
         C = len(masters)
@@ -372,6 +392,10 @@ class RouterModel(PreTrainedModel):
         self.trunk_dim = tree_config.trunk_dim()
         # several pooled layers are mixed down to the root's width, which the trunk projects as usual
         self.text_mix = torch.nn.Linear(self.text_dim, root_dim) if len(config.text_layers) > 1 else torch.nn.Identity()
+        self.text_dropout = torch.nn.Dropout(config.text_dropout)
+        # the convex read-out (fitted after the tree, see RouterConfig.readout): topics when the router has them
+        self.readout = (torch.nn.Linear(self.text_dim, len(config.topics) or len(config.masters))
+                        if config.readout else None)
         self.context = ContextEncoder(len(config.context_features), config.context_hidden, self.trunk_dim)
         self.lexical = (LexicalRoot(config.lexical_buckets, config.lexical_dim, self.trunk_dim)
                         if config.lexical_buckets else None)
@@ -398,7 +422,7 @@ class RouterModel(PreTrainedModel):
 
     def _init_weights(self, module: torch.nn.Module) -> None:
         # the tree initializes its own nodes; only the context encoder and text mix are ours
-        ours = [*self.context.modules(), self.text_mix]
+        ours = [*self.context.modules(), self.text_mix, self.readout]
         if isinstance(module, torch.nn.Linear) and any(module is m for m in ours):
             torch.nn.init.normal_(module.weight, std=0.02)
             torch.nn.init.zeros_(module.bias)
@@ -499,7 +523,8 @@ class RouterModel(PreTrainedModel):
             context = text_features.new_full((B, self.context.num_features), float("nan"))
         if context.shape[0] != B:
             raise ModelInputError(f"context has {context.shape[0]} rows for {B} texts; pass one row per text.")
-        z = self.text_mix((text_features.float() - self.text_mean) / self.text_std)
+        standardized = (text_features.float() - self.text_mean) / self.text_std
+        z = self.text_mix(self.text_dropout(standardized))
         trunk = self.tree.trunk({TEXT_ROOT: pooled_root_output(z)})
         features = trunk.features + self.context(context)  # (B, 1, D)
         if self.lexical is not None:
@@ -518,24 +543,45 @@ class RouterModel(PreTrainedModel):
                                    for i in range(C)], dim=-1)
         dur, tok = leaves.get("duration"), leaves.get("tokens")
         return RouterOutput(
-            master_logits=self._master_logits(leaves), success_logits=success,
+            master_logits=self._blend_readout(self._master_logits(leaves), standardized), success_logits=success,
             duration_loc=dur.loc if dur is not None else None, duration_scale=dur.scale if dur is not None else None,
             tokens_loc=tok.loc if tok is not None else None, tokens_scale=tok.scale if tok is not None else None,
             tree=out,
         )
+
+    def readout_log_probs(self, standardized: torch.Tensor) -> torch.Tensor:
+        """``(B, C)`` log master probabilities of the read-out on standardized text features (topic
+        probabilities summed per master)."""
+        logits = self.readout(standardized)
+        if not self.config.topics:
+            return torch.log_softmax(logits, dim=-1)
+        return self._topics_to_masters(torch.log_softmax(logits, dim=-1))
+
+    def _blend_readout(self, master_logits: torch.Tensor, standardized: torch.Tensor) -> torch.Tensor:
+        """``(E, B, C)`` log of ``(1 - w) softmax(tree) + w p_readout`` (the tree's logits when ``w`` is 0)."""
+        w = self.config.readout_weight
+        if self.readout is None or w <= 0.0:
+            return master_logits
+        r = self.readout_log_probs(standardized).unsqueeze(0)
+        if w >= 1.0:
+            return r.expand_as(master_logits)
+        return torch.logaddexp(math.log1p(-w) + torch.log_softmax(master_logits, dim=-1), math.log(w) + r)
+
+    def _topics_to_masters(self, t: torch.Tensor) -> torch.Tensor:
+        """Topic logits ``(..., T)`` → per master the log-sum-exp of its topics' ``(..., C)``."""
+        owns = self._topic_owns
+        if owns is None or owns.device != t.device:
+            owner = torch.as_tensor([self.masters.index(x["master"]) for x in self.config.topics], device=t.device)
+            owns = self._topic_owns = torch.nn.functional.one_hot(owner, len(self.masters)).bool()
+        masked = t[..., :, None].masked_fill(~owns, float("-inf"))  # (..., T, C)
+        return torch.logsumexp(masked, dim=-2)
 
     def _master_logits(self, leaves) -> torch.Tensor:
         """``(E, B, C)``: the master leaf's logits, or per master the log-sum-exp of its topics' logits
         (so that softmax over masters equals the sum of the topics' softmax probabilities)."""
         if not self.config.topics:
             return leaves["master"].logits
-        t = leaves["topic"].logits  # (E, B, T)
-        owns = self._topic_owns
-        if owns is None or owns.device != t.device:
-            owner = torch.as_tensor([self.masters.index(x["master"]) for x in self.config.topics], device=t.device)
-            owns = self._topic_owns = torch.nn.functional.one_hot(owner, len(self.masters)).bool()
-        masked = t[..., :, None].masked_fill(~owns, float("-inf"))  # (E, B, T, C)
-        return torch.logsumexp(masked, dim=-2)
+        return self._topics_to_masters(leaves["topic"].logits)  # (E, B, T) -> (E, B, C)
 
     def losses(
         self, out: RouterOutput, labels: torch.Tensor, outcome_master: torch.Tensor,

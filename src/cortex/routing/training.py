@@ -60,6 +60,8 @@ class TrainConfig:
         stop_on: what early stopping watches on the validation split: ``accuracy`` of the master
             decision, the ``master`` loss, or the ``total`` loss. The loss rises (over-confidence) while
             routing still improves; temperature scaling afterwards fixes the confidence.
+        readout_l2: candidate L2 penalties of the convex read-out (the most accurate on validation wins;
+            ties: the larger). readout_weights: candidate shares of the read-out in the master probabilities.
 
     Defaults were chosen on a validation split carved from the training part of the shared data
     (issue 16: batch 64, lr 2e-3, no weight decay, lexical rate x5, outcome weight 0.2 gave macro-F1
@@ -82,6 +84,8 @@ class TrainConfig:
     min_outcome_per_master: int = 5
     lexical_lr_scale: float = 5.0
     stop_on: str = "accuracy"
+    readout_l2: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
+    readout_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 
     def __post_init__(self) -> None:
         problems = []
@@ -103,6 +107,12 @@ class TrainConfig:
             problems.append(f"train.knn_min_similarity={self.knn_min_similarity!r} must be in [-1, 1]")
         if not self.knn_weights or any(not isinstance(w, (int, float)) or not 0.0 <= w <= 1.0 for w in self.knn_weights):
             problems.append(f"train.knn_weights={self.knn_weights!r} must be a non-empty list of numbers in [0, 1]")
+        if not self.readout_l2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
+                                      for v in self.readout_l2):
+            problems.append(f"train.readout_l2={self.readout_l2!r} must be a non-empty list of numbers > 0")
+        if not self.readout_weights or any(isinstance(w, bool) or not isinstance(w, (int, float))
+                                           or not 0.0 <= w <= 1.0 for w in self.readout_weights):
+            problems.append(f"train.readout_weights={self.readout_weights!r} must be a non-empty list of numbers in [0, 1]")
         if self.stop_on not in ("accuracy", "master", "total"):
             problems.append(f"train.stop_on={self.stop_on!r} must be 'accuracy', 'master' or 'total'")
         if problems:
@@ -346,16 +356,66 @@ def train_router(
     va_texts = [texts_all[i] for i in val_idx] if texts_all is not None else None
     fit_standardizations(model, tr)
     best_epoch, history = fit(model, tr, va, tr_texts, va_texts, cfg, gen, progress)
+    readout_report = fit_readout(model, tr, va, cfg) if model.readout is not None and va_texts is None else {}
     validation = calibrate(model, va, va_texts, cfg)
     weight, by_weight = choose_knn_weight(model, tr, va, va_texts, cfg)
     success, success_report = fit_success_model(model, fs, tr, va, cfg) if va_texts is None else (None, {})
     validation.update({"n_train": len(tr), "n_val": len(va), "best_epoch": best_epoch, "epochs": len(history),
-                       "knn_weight": weight, "accuracy_by_knn_weight": by_weight, **success_report})
+                       "knn_weight": weight, "accuracy_by_knn_weight": by_weight, **readout_report, **success_report})
     return TrainResult(
         model=model, knn=build_knn(fs, len(masters), k=cfg.knn_k, min_similarity=cfg.knn_min_similarity),
         history=history, best_epoch=best_epoch, knn_weight=weight, validation=validation,
         val_task_ids=frame["task_id"].iloc[val_idx].astype(str).tolist(), success=success,
     )
+
+
+def _fit_linear(layer: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor, l2: float) -> None:
+    """Multinomial logistic regression: ``layer`` minimizes mean cross-entropy + ``l2 * |W|^2`` (full batch,
+    L-BFGS from zero; the problem is convex, so the answer does not depend on a seed or a stopping rule)."""
+    torch.nn.init.zeros_(layer.weight)
+    torch.nn.init.zeros_(layer.bias)
+    opt = torch.optim.LBFGS(layer.parameters(), lr=1.0, max_iter=300, history_size=20, tolerance_grad=1e-6,
+                            line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(layer(x), y) + l2 * layer.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+
+def fit_readout(model: RouterModel, tr: FeatureSet, va: FeatureSet, cfg: TrainConfig) -> dict[str, Any]:
+    """Fit the router's convex read-out on the training split and choose its L2 penalty and its share of
+    the master probabilities on the validation split (master accuracy; ties: the larger penalty, the
+    smaller share). Sets ``model.config.readout_weight``; returns what was chosen for the report."""
+    target_tr = tr.topics if model.config.topics else tr.labels
+    rows = target_tr >= 0
+    with torch.no_grad():
+        dev = model.text_mean.device
+        x_tr = (tr.text[rows].float().to(dev) - model.text_mean) / model.text_std
+        x_va = (va.text.float().to(dev) - model.text_mean) / model.text_std
+    model.config.readout_weight = 0.0
+    tree = torch.as_tensor(model.predict(va.text, va.context, va.lexical, success_leaves=False).probs)
+    layer, y_va = model.readout, va.labels.numpy()
+    by_l2, best = {}, None
+    with torch.enable_grad():
+        for l2 in sorted(cfg.readout_l2, reverse=True):
+            _fit_linear(layer, x_tr, target_tr[rows].long().to(dev), l2)
+            with torch.no_grad():
+                p = model.readout_log_probs(x_va).exp().cpu()
+            by_l2[str(l2)] = accuracy(y_va, p.argmax(-1).numpy())
+            if best is None or by_l2[str(l2)] > by_l2[str(best[0])]:
+                best = (l2, {k: v.detach().clone() for k, v in layer.state_dict().items()}, p)
+    l2, state, p_readout = best
+    layer.load_state_dict(state)
+    by_weight = {str(w): accuracy(y_va, ((1 - w) * tree + w * p_readout).argmax(-1).numpy())
+                 for w in cfg.readout_weights}
+    weight = max(cfg.readout_weights, key=lambda w: (by_weight[str(w)], -w))
+    model.config.readout_weight = float(weight)
+    return {"readout_l2": l2, "readout_accuracy_by_l2": by_l2, "readout_weight": float(weight),
+            "accuracy_by_readout_weight": by_weight}
 
 
 def outcome_memory(fs: FeatureSet, num_masters: int) -> OutcomeMemory:
