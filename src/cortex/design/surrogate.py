@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from cortex._fit import BestWeights, optimizer_step
 from cortex.design.acquisition import DesignObjective, _split
 from cortex.errors import DesignError
 
@@ -275,7 +276,7 @@ def _train(tree, batch: "_Batcher", settings: SurrogateSettings, steps: int, row
     # foreach: one fused update over the many small tensors of a tree, much faster on CPU
     optimizer = torch.optim.AdamW(tree.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, foreach=True)
     history: dict[str, list[float]] = {}
-    best_loss, best_state, bad, done = math.inf, None, 0, 0
+    best, done = BestWeights(settings.patience), 0
     tree.train()
     n_masked = round(settings.corrupt_prob * settings.batch_size)
     n_lm = (n_masked + 1) // 2 if len(lm_pool) else 0
@@ -288,25 +289,15 @@ def _train(tree, batch: "_Batcher", settings: SurrogateSettings, steps: int, row
         if n_lm:
             picks.append(lm_pool[torch.randint(len(lm_pool), (n_lm,), generator=generator)])
         losses = batch.losses(torch.cat(picks), n_clean, generator)
-        loss = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        optimizer_step(sum(losses.values()), optimizer)
         done = step + 1
         for k, v in losses.items():
             history.setdefault(k, []).append(float(v.detach()))
         if len(val) and done % check_every == 0:
-            current = batch.validation_loss(val)
-            if current < best_loss - 1e-4:
-                best_loss, bad = current, 0
-                best_state = {k: v.detach().clone() for k, v in tree.state_dict().items()}
-            else:
-                bad += 1
-                if bad >= settings.patience:
-                    break
+            if best.update(batch.validation_loss(val), tree):
+                break
             tree.train()
-    if best_state is not None:
-        tree.load_state_dict(best_state)
+    best.restore(tree)
     tree.eval()
     return done, history
 
