@@ -209,7 +209,7 @@ def main() -> None:
         run = {} if kwargs in (None, PREV) else PREV_TRAIN  # first16 and old train as they did then
         res = train_router(train, masters, model_kwargs=kwargs, train=TrainConfig(seed=args.seed, **run))
         results[name] = res
-        line = router_line(name, res, time.perf_counter() - t0, train, test, masters, with_head=name == "router_new")
+        line = router_line(name, res, time.perf_counter() - t0, train, test, masters, with_head=name in ("router_new", "router_prev"))
         print(json.dumps({**line, **base, "load_avg_1m": os.getloadavg()[0]}), flush=True)
     print(json.dumps({**success_same_features(results["router_new"], train, test), **base}), flush=True)
     router = Router(results["router_new"].model, PolicyConfig())

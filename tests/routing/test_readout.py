@@ -35,7 +35,7 @@ def test_fit_linear_matches_scikit_learns_logistic_regression():
     layer = torch.nn.Linear(6, 4)
     _fit_linear(layer, x, y, l2=1.0 / (2 * C * len(x)))
     # the softmax is invariant to a shift shared by every class: compare centred parameters
-    centre = lambda a: a - a.mean(0, keepdims=True)  # noqa: E731
+    centre = lambda a: a - a.mean(0, keepdims=True)
     np.testing.assert_allclose(centre(layer.weight.detach().numpy()), centre(ref.coef_), atol=2e-3)
     np.testing.assert_allclose(centre(layer.bias.detach().numpy()[:, None]), centre(ref.intercept_[:, None]), atol=2e-3)
 

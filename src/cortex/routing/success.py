@@ -102,7 +102,7 @@ def success_features(memory: OutcomeMemory, text: np.ndarray, num_masters: int, 
     ``exclude``: ``(B,)`` memory row of each query itself (-1: none), left out of its neighbours
     (leave-one-out features for fitting on the memory's own tasks).
     """
-    B, C = len(text), num_masters
+    C = num_masters
     # torch's matmul: numpy's BLAS is far slower for this (1, H) x (H, N) shape (see knn.py)
     sims = (torch.from_numpy(memory.project(text)) @ torch.from_numpy(memory.vectors).T).numpy()  # (B, N)
     if exclude is not None:

@@ -32,7 +32,12 @@ from cortex.routing.knn import KNNMemory
 from cortex.routing.masters import Master
 from cortex.routing.metrics import accuracy, expected_calibration_error
 from cortex.routing.model import RouterConfig, RouterModel
-from cortex.routing.success import OutcomeMemory, SuccessHead, SuccessModel, success_features
+from cortex.routing.success import (
+    OutcomeMemory,
+    SuccessHead,
+    SuccessModel,
+    success_features,
+)
 
 Progress = Callable[[str, int, int], None]
 
