@@ -201,16 +201,13 @@ class RouterConfig(PreTrainedConfig):
         problems += _topic_problems(topics, {m.get("name") for m in masters})
         if readout is None:  # a saved config without the field predates the read-out
             readout = tree is None
-        if isinstance(readout_weight, bool) or not isinstance(readout_weight, (int, float)) \
-                or not 0.0 <= readout_weight <= 1.0:
+        if isinstance(readout_weight, bool) or not isinstance(readout_weight, (int, float)) or not 0 <= readout_weight <= 1:
             problems.append(f"RouterConfig.readout_weight={readout_weight!r} must be in [0, 1]")
         if problems:
             raise ConfigError("; ".join(problems) + ".")
         self.head_layout, self.text_depth = head_layout, text_depth
         self.text_layers, self.lexical_buckets, self.lexical_dim, self.topics = text_layers, lexical_buckets, lexical_dim, topics
-        self.masters = masters
-        self.text_source = text_source
-        self.outcomes = outcomes
+        self.masters, self.text_source, self.outcomes = masters, text_source, outcomes
         self.hidden_dim, self.branch_dim, self.num_layers = hidden_dim, branch_dim, num_layers
         self.dropout, self.ensemble_size, self.freeze_text = float(dropout), ensemble_size, bool(freeze_text)
         self.text_dropout = float(text_dropout)
