@@ -16,7 +16,7 @@ Methods, one JSON line each:
 
 * ``router_new`` / ``router_prev`` / ``router_first16`` / ``router_old``: ``cortex route`` policy
   decisions with the int8 serving encoder (as ``cortex route serve`` runs; per-channel weight scales
-  for all four since this stop), plus the model's own figures. new = the defaults now (128 tokens,
+  for all four since this stop), plus the model's own figures. new = the defaults now (64 tokens,
   convex read-out, success head); prev = the defaults of the previous stop (48 tokens, no read-out);
   first16 = the first issue-16 router (all 6 layers pooled over the last three, MLP branches, success
   from the tree's leaf); old = before issue 16 (256 text tokens, last layer, no lexical root, no

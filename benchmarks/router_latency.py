@@ -1,5 +1,5 @@
 """Router decision latency on the dataset's real prompts, in-process and over HTTP, the router as it
-is now (``new``: first 3 MiniLM layers, 128 tokens, convex read-out, one tokenization, success head, kNN
+is now (``new``: first 3 MiniLM layers, 64 tokens, convex read-out, one tokenization, success head, kNN
 vote only when needed) beside the defaults of the previous stop (``prev``: the same with 48 tokens, no
 read-out) and the router before issue 16 (``old``: 256 text tokens, last layer, no lexical root).
 

@@ -120,7 +120,7 @@ def train_cmd(
     val_fraction: float = typer.Option(None, "--val-fraction", help="Share held out for early stopping and calibration (default 0.1)."),
     seed: int = typer.Option(None, "--seed", help="Seed of the split, initialization and batch order (default 0)."),
     ensemble: int = typer.Option(None, "--ensemble", help="Ensemble members per leaf (default 1)."),
-    text_tokens: int = typer.Option(None, "--text-tokens", help="Tokens of each text the text encoder reads (default 128; the lexical root reads all)."),
+    text_tokens: int = typer.Option(None, "--text-tokens", help="Tokens of each text the text encoder reads (default 64; the lexical root reads all)."),
     text_depth: int = typer.Option(None, "--text-depth", help="Text-encoder layers run per decision (default 3 of MiniLM's 6: about half the cost; 0: all)."),
 ) -> None:
     """Train a router on a labeled JSONL file or routing logs and register it."""

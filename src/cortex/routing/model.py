@@ -134,7 +134,7 @@ class RouterConfig(PreTrainedConfig):
             Why: on the shared routing data, stacks of linear maps (text mix, trunk projection, branch
             layers, leaf) trained unstably with Adam and lost 3-5 macro-F1 points to one hidden layer.
 
-    Defaults (128 text tokens, the first three MiniLM layers pooled over the last two, lexical root, topics when
+    Defaults (64 text tokens, the first three MiniLM layers pooled over the last two, lexical root, topics when
     the data has them, the shared hidden layer, the convex read-out) were chosen on a validation split carved from the training part of the shared routing data
     (benchmarks/router_eval.py).
     """
@@ -152,7 +152,7 @@ class RouterConfig(PreTrainedConfig):
         dropout: float = 0.3,
         ensemble_size: int = 1,
         freeze_text: bool = True,
-        max_text_tokens: int = 128,
+        max_text_tokens: int = 64,
         context_hidden: int = 32,
         tree: dict[str, Any] | None = None,
         temperature_master: float = 1.0,
