@@ -13,7 +13,6 @@ used for early stopping and calibration only; judge a router on data it never sa
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,7 +23,14 @@ import pandas as pd
 import torch
 
 from cortex._fit import BestWeights, optimizer_step
-from cortex.errors import ConfigError, DataError
+from cortex._validate import (
+    Problems,
+    check_choice,
+    check_non_empty,
+    check_number,
+    check_positive,
+)
+from cortex.errors import DataError
 from cortex.routing.calibration import fit_temperature, nll
 from cortex.routing.context import UNIT_SCALE
 from cortex.routing.features import FeatureSet, build_features, feature_cache
@@ -93,35 +99,21 @@ class TrainConfig:
     readout_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 
     def __post_init__(self) -> None:
-        problems = []
-        for name in ("max_epochs", "batch_size", "patience"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                problems.append(f"train.{name}={v!r} must be an integer >= 1")
+        problems = Problems()
+        for name in ("max_epochs", "batch_size", "patience", "knn_k", "min_outcome_records", "min_outcome_per_master"):
+            check_positive(f"train.{name}", getattr(self, name), problems)
         for name in ("lr", "weight_decay", "outcome_weight", "lexical_lr_scale"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
-                problems.append(f"train.{name}={v!r} must be a finite number >= 0")
-        if not isinstance(self.val_fraction, (int, float)) or not 0.0 < self.val_fraction < 0.5:
-            problems.append(f"train.val_fraction={self.val_fraction!r} must be in (0, 0.5)")
-        for name in ("knn_k", "min_outcome_records", "min_outcome_per_master"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                problems.append(f"train.{name}={v!r} must be an integer >= 1")
-        if not isinstance(self.knn_min_similarity, (int, float)) or not -1.0 <= self.knn_min_similarity <= 1.0:
-            problems.append(f"train.knn_min_similarity={self.knn_min_similarity!r} must be in [-1, 1]")
-        if not self.knn_weights or any(not isinstance(w, (int, float)) or not 0.0 <= w <= 1.0 for w in self.knn_weights):
-            problems.append(f"train.knn_weights={self.knn_weights!r} must be a non-empty list of numbers in [0, 1]")
-        if not self.readout_l2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
-                                      for v in self.readout_l2):
-            problems.append(f"train.readout_l2={self.readout_l2!r} must be a non-empty list of numbers > 0")
-        if not self.readout_weights or any(isinstance(w, bool) or not isinstance(w, (int, float))
-                                           or not 0.0 <= w <= 1.0 for w in self.readout_weights):
-            problems.append(f"train.readout_weights={self.readout_weights!r} must be a non-empty list of numbers in [0, 1]")
-        if self.stop_on not in ("accuracy", "master", "total"):
-            problems.append(f"train.stop_on={self.stop_on!r} must be 'accuracy', 'master' or 'total'")
-        if problems:
-            raise ConfigError("; ".join(problems) + ".")
+            check_number(f"train.{name}", getattr(self, name), problems, low=0.0)
+        check_number("train.val_fraction", self.val_fraction, problems, 0.0, 0.5, low_open=True, high_open=True)
+        check_number("train.knn_min_similarity", self.knn_min_similarity, problems, -1.0, 1.0)
+        for name, low_open in (("knn_weights", False), ("readout_l2", True), ("readout_weights", False)):
+            values = getattr(self, name)
+            if check_non_empty(f"train.{name}", values, problems, types=(tuple, list)):
+                for i, v in enumerate(values):
+                    check_number(f"train.{name}[{i}]", v, problems, 0.0, None if name == "readout_l2" else 1.0,
+                                 low_open=low_open)
+        check_choice("train.stop_on", self.stop_on, ("accuracy", "master", "total"), problems)
+        problems.raise_if_any("router training config")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
