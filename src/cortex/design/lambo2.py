@@ -37,6 +37,7 @@ import torch
 
 from cortex.design.acquisition import DesignObjective, EnsembleAcquisition
 from cortex.design.alphabet import check_alphabet, state_token_ids, strings_to_states
+from cortex.design.proposals import first_rows
 from cortex.design.transitions import TransitionSupport, joint_decode, window_mask
 from cortex.errors import DesignError
 
@@ -165,12 +166,7 @@ class LaMBO2Result:
         states, scores = self.candidates[keep], self.candidate_scores[keep]
         order = torch.argsort(scores, descending=True, stable=True)
         states, scores = states[order], scores[order]
-        if len(states) == 0:
-            return states, scores
-        _, inverse = torch.unique(states, dim=0, return_inverse=True)
-        first = torch.full((int(inverse.max()) + 1,), len(states), dtype=torch.long)
-        first = first.scatter_reduce(0, inverse, torch.arange(len(states)), reduce="amin")
-        first = first.sort().values
+        first = first_rows(states)
         return states[first], scores[first]
 
 

@@ -35,8 +35,20 @@ from cortex._extras import require
 from cortex.design.acquisition import DesignObjective, _split
 from cortex.design.blackbox import BlackBox, sequence_keys
 from cortex.design.lambo2 import FeasibilityFn, LaMBO2, LaMBO2Config
-from cortex.design.proposals import crossover, elite, farthest_first, offspring, trust_region
-from cortex.design.surrogate import DesignData, FitReport, SurrogateSettings, fit_surrogate
+from cortex.design.proposals import (
+    crossover,
+    elite,
+    farthest_first,
+    first_rows,
+    offspring,
+    trust_region,
+)
+from cortex.design.surrogate import (
+    DesignData,
+    FitReport,
+    SurrogateSettings,
+    fit_surrogate,
+)
 from cortex.design.transitions import TransitionSupport
 from cortex.errors import DesignError
 
@@ -623,11 +635,8 @@ class DesignLoop:
         if len(children):
             keep &= ~self.black_box.seen(children)
         children, first = children[keep], first[keep]
-        if len(children):
-            _, inverse = torch.unique(children, dim=0, return_inverse=True)
-            firsts = torch.full((int(inverse.max()) + 1,), len(children), dtype=torch.long)
-            firsts = firsts.scatter_reduce(0, inverse, torch.arange(len(children)), reduce="amin").sort().values
-            children, first = children[firsts], first[firsts]
+        firsts = first_rows(children)
+        children, first = children[firsts], first[firsts]
         if cfg.evolution_rank == "acquisition":
             feasible_rows = self.lambo.feasible(children) if len(children) else torch.zeros(0, dtype=torch.bool)
             children, first = children[feasible_rows], first[feasible_rows]

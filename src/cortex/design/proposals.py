@@ -21,6 +21,16 @@ from cortex.design.transitions import TransitionSupport, joint_decode
 from cortex.errors import DesignError
 
 
+def first_rows(states: torch.Tensor) -> torch.Tensor:
+    """Indices of the first occurrence of each distinct row of ``states`` ``(n, L)``, in their original order
+    (so a ranked list stays ranked after its duplicates are dropped)."""
+    if len(states) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    _, inverse = torch.unique(states, dim=0, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), len(states), dtype=torch.long)
+    return first.scatter_reduce(0, inverse, torch.arange(len(states)), reduce="amin").sort().values
+
+
 def farthest_first(states: torch.LongTensor, n: int) -> torch.LongTensor:
     """Indices of ``n`` rows of ``states [N, L]`` (ordered best first) chosen farthest-first by Hamming distance.
 
@@ -130,11 +140,8 @@ def trust_region(
     cands, owner = torch.cat(groups), torch.cat(owners)
     keep = support.plausible(cands)
     cands, owner = cands[keep], owner[keep]
-    if len(cands):
-        _, inverse = torch.unique(cands, dim=0, return_inverse=True)
-        first = torch.full((int(inverse.max()) + 1,), len(cands), dtype=torch.long)
-        first = first.scatter_reduce(0, inverse, torch.arange(len(cands)), reduce="amin").sort().values
-        cands, owner = cands[first], owner[first]
+    first = first_rows(cands)
+    cands, owner = cands[first], owner[first]
     if len(cands):
         new = ~seen(cands)
         cands, owner = cands[new], owner[new]
