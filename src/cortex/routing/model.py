@@ -115,8 +115,6 @@ class RouterConfig(PreTrainedConfig):
         topics: ``[{"name": ..., "master": ...}, ...]`` finer labels (e.g. subjects), each owned by one
             master; with them the master probabilities are sums of a topic classifier's.
 
-        text_dropout: dropout on the standardized text features while training (before the text mix): the
-            pooled sentence features are wide and few rows are labelled, so the heads overfit them without it.
         readout: a linear read-out from the standardized text features to the topics (or masters), fitted
             after the tree by a convex solver (:func:`~cortex.routing.training.fit_readout`); default on for new
             routers, off for a saved config without the field. readout_weight: its share of the master
@@ -135,8 +133,8 @@ class RouterConfig(PreTrainedConfig):
             layers, leaf) trained unstably with Adam and lost 3-5 macro-F1 points to one hidden layer.
 
     Defaults (64 text tokens, the first three MiniLM layers pooled over the last two, lexical root, topics when
-    the data has them, the shared hidden layer, the convex read-out) were chosen on a validation split carved from the training part of the shared routing data
-    (benchmarks/router_eval.py).
+    the data has them, the shared hidden layer, the convex read-out) were chosen on a validation split carved
+    from the training part of the shared routing data (benchmarks/router_eval.py).
     """
 
     model_type = "cortex_router"
@@ -164,7 +162,6 @@ class RouterConfig(PreTrainedConfig):
         topics: list[dict[str, str]] | None = None,
         head_layout: str | None = None,
         text_depth: int | None = None,
-        text_dropout: float = 0.0,
         readout: bool | None = None,
         readout_weight: float = 0.0,
         **kwargs,
@@ -185,9 +182,8 @@ class RouterConfig(PreTrainedConfig):
                 problems.append(f"RouterConfig.{name}={value!r} must be an integer >= 1")
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
             problems.append(f"RouterConfig.num_layers={num_layers!r} must be an integer >= 0")
-        for name, value in (("dropout", dropout), ("text_dropout", text_dropout)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                problems.append(f"RouterConfig.{name}={value!r} must be in [0, 1)")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            problems.append(f"RouterConfig.dropout={dropout!r} must be in [0, 1)")
         for name, value in (("temperature_master", temperature_master), ("temperature_success", temperature_success)):
             if not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
                 problems.append(f"RouterConfig.{name}={value!r} must be a finite number > 0")
@@ -210,7 +206,6 @@ class RouterConfig(PreTrainedConfig):
         self.masters, self.text_source, self.outcomes = masters, text_source, outcomes
         self.hidden_dim, self.branch_dim, self.num_layers = hidden_dim, branch_dim, num_layers
         self.dropout, self.ensemble_size, self.freeze_text = float(dropout), ensemble_size, bool(freeze_text)
-        self.text_dropout = float(text_dropout)
         self.readout, self.readout_weight = bool(readout), float(readout_weight)
         self.max_text_tokens, self.context_hidden = max_text_tokens, context_hidden
         self.temperature_master, self.temperature_success = float(temperature_master), float(temperature_success)
@@ -389,7 +384,6 @@ class RouterModel(PreTrainedModel):
         self.trunk_dim = tree_config.trunk_dim()
         # several pooled layers are mixed down to the root's width, which the trunk projects as usual
         self.text_mix = torch.nn.Linear(self.text_dim, root_dim) if len(config.text_layers) > 1 else torch.nn.Identity()
-        self.text_dropout = torch.nn.Dropout(config.text_dropout)
         # the convex read-out (fitted after the tree, see RouterConfig.readout): topics when the router has them
         self.readout = (torch.nn.Linear(self.text_dim, len(config.topics) or len(config.masters))
                         if config.readout else None)
@@ -416,6 +410,10 @@ class RouterModel(PreTrainedModel):
         std = f.std(0, unbiased=False)
         self.text_mean.copy_(f.mean(0))
         self.text_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+
+    def standardize_text(self, features: torch.Tensor) -> torch.Tensor:
+        """Pooled text features ``(N, H)`` scaled with the training statistics (what the heads read)."""
+        return (features.float().to(self.text_mean.device) - self.text_mean) / self.text_std
 
     def _init_weights(self, module: torch.nn.Module) -> None:
         # the tree initializes its own nodes; only the context encoder and text mix are ours
@@ -520,8 +518,8 @@ class RouterModel(PreTrainedModel):
             context = text_features.new_full((B, self.context.num_features), float("nan"))
         if context.shape[0] != B:
             raise ModelInputError(f"context has {context.shape[0]} rows for {B} texts; pass one row per text.")
-        standardized = (text_features.float() - self.text_mean) / self.text_std
-        z = self.text_mix(self.text_dropout(standardized))
+        standardized = self.standardize_text(text_features)
+        z = self.text_mix(standardized)
         trunk = self.tree.trunk({TEXT_ROOT: pooled_root_output(z)})
         features = trunk.features + self.context(context)  # (B, 1, D)
         if self.lexical is not None:

@@ -389,10 +389,9 @@ def fit_readout(model: RouterModel, tr: FeatureSet, va: FeatureSet, cfg: TrainCo
     smaller share). Sets ``model.config.readout_weight``; returns what was chosen for the report."""
     target_tr = tr.topics if model.config.topics else tr.labels
     rows = target_tr >= 0
+    dev = model.text_mean.device
     with torch.no_grad():
-        dev = model.text_mean.device
-        x_tr = (tr.text[rows].float().to(dev) - model.text_mean) / model.text_std
-        x_va = (va.text.float().to(dev) - model.text_mean) / model.text_std
+        x_tr, x_va = model.standardize_text(tr.text[rows]), model.standardize_text(va.text)
     model.config.readout_weight = 0.0
     tree = torch.as_tensor(model.predict(va.text, va.context, va.lexical, success_leaves=False).probs)
     layer, y_va = model.readout, va.labels.numpy()
